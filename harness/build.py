@@ -1,0 +1,118 @@
+"""Pure factories: a resolved Recipe becomes timm / torchvision objects. No training logic here."""
+
+from __future__ import annotations
+
+import math
+
+import timm
+import torch
+from timm.data import Mixup, create_transform
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torchvision import transforms as T
+
+from recipes import Recipe
+
+# timm scales LR with the square root of the batch ratio for adaptive optimizers (train.py).
+SQRT_SCALED_OPTIMIZERS = ("lamb", "lars", "adam", "adamw", "nadam", "radam", "adabelief", "adan")
+
+
+def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    return timm.create_model(
+        recipe.model,
+        pretrained=recipe.pretrained,
+        num_classes=num_classes,
+        drop_rate=recipe.drop_rate,
+        drop_path_rate=recipe.drop_path or None,
+    )
+
+
+def build_transforms(recipe: Recipe, channels: int):
+    """(train, eval) transforms from timm, with grey images expanded to three channels first."""
+    train = create_transform(
+        recipe.img_size,
+        is_training=True,
+        scale=recipe.scale,
+        ratio=recipe.ratio,
+        hflip=recipe.hflip,
+        color_jitter=recipe.color_jitter,
+        auto_augment=recipe.aa,
+        interpolation=recipe.interpolation,
+        mean=recipe.mean,
+        std=recipe.std,
+        re_prob=recipe.reprob,
+    )
+    evaluate = create_transform(
+        recipe.test_img_size,
+        is_training=False,
+        interpolation=recipe.interpolation,
+        crop_pct=recipe.crop_pct,
+        mean=recipe.mean,
+        std=recipe.std,
+    )
+    if channels == 1:
+        to_rgb = T.Grayscale(num_output_channels=3)
+        train, evaluate = T.Compose([to_rgb, train]), T.Compose([to_rgb, evaluate])
+    return train, evaluate
+
+
+def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
+    if recipe.mixup <= 0 and recipe.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=recipe.mixup,
+        cutmix_alpha=recipe.cutmix,
+        prob=recipe.mixup_prob,
+        switch_prob=recipe.mixup_switch_prob,
+        label_smoothing=recipe.smoothing,
+        num_classes=num_classes,
+    )
+
+
+def build_train_loss(recipe: Recipe, mixup_active: bool) -> torch.nn.Module:
+    """The training loss timm's train.py would choose for these flags."""
+    if recipe.bce_loss:
+        return BinaryCrossEntropy(smoothing=recipe.smoothing, target_threshold=recipe.bce_target_thresh)
+    if mixup_active:
+        return SoftTargetCrossEntropy()
+    if recipe.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=recipe.smoothing)
+    return torch.nn.CrossEntropyLoss()
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    kwargs = {"momentum": recipe.momentum} if recipe.opt in ("sgd", "momentum", "nesterov") else {}
+    return create_optimizer_v2(
+        model,
+        opt=recipe.opt,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        filter_bias_and_bn=recipe.filter_bias_and_bn,
+        **kwargs,
+    )
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_per_epoch: int):
+    """timm scheduler stepped once per optimizer update (`step_update`)."""
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=recipe.sched,
+        num_epochs=recipe.epochs,
+        decay_epochs=recipe.decay_epochs,
+        decay_rate=recipe.decay_rate,
+        min_lr=recipe.min_lr,
+        warmup_lr=recipe.warmup_lr,
+        warmup_epochs=recipe.warmup_epochs,
+        step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch,
+    )
+    return scheduler
+
+
+def scaled_lr(lr: float, opt: str, from_batch: int, to_batch: int) -> tuple[float, str]:
+    """The peak LR for another global batch: linear rule, or square root for adaptive optimizers."""
+    ratio = to_batch / from_batch
+    if opt.lower() in SQRT_SCALED_OPTIMIZERS:
+        return lr * math.sqrt(ratio), "sqrt"
+    return lr * ratio, "linear"

@@ -1,0 +1,211 @@
+"""Dataset sources: where each dataset is found, how it is split, and its loaders.
+
+Every source returns torchvision-style datasets of (PIL image, label). Single-channel images are
+expanded to three channels by the transforms (torchvision's Grayscale(3)), as the seed reports do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets as tvd
+from torchvision.datasets.utils import extract_archive
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recipe-harness"
+
+
+class DataError(Exception):
+    """A dataset is missing or malformed; the message says where we looked and what would work."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int | None  # None: read from the folder
+    channels: int
+    native_size: int | None
+    proxy_size: int  # test resolution used by the proxy and smoke budgets
+    how_to_get: str
+    mirror_symmetric: bool = True  # False: a flipped image is not the same class (digits)
+    min_crop_scale: float = 0.0  # tiny images: smallest crop area that still shows the object
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        # At 8x8, timm's 0.08 crop area is about 2x2 source pixels; half the area keeps 6x6.
+        DatasetInfo("digits", 10, 1, 8, 32, "bundled with scikit-learn; nothing to download", False, 0.5),
+        DatasetInfo(
+            "fashion_mnist",
+            10,
+            1,
+            28,
+            32,
+            "install the Debian package dataset-fashion-mnist, pass --data-dir DIR holding "
+            "FashionMNIST/raw (torchvision layout), or add --download",
+        ),
+        DatasetInfo("mnist", 10, 1, 28, 32, "pass --data-dir DIR holding MNIST/raw, or add --download", False),
+        DatasetInfo(
+            "cifar10", 10, 3, 32, 32, "pass --data-dir DIR holding cifar-10-batches-py, or add --download"
+        ),
+        DatasetInfo(
+            "cifar100", 100, 3, 32, 32, "pass --data-dir DIR holding cifar-100-python, or add --download"
+        ),
+        DatasetInfo(
+            "imagenet", None, 3, None, 32, "pass --data-dir DIR holding train/ and val/ class folders"
+        ),
+        DatasetInfo("folder", None, 3, None, 32, "pass --data-dir DIR holding train/ and val/ class folders"),
+    )
+}
+
+_IDX_DATASETS = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}
+_CIFAR = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+DIGITS_TEST_SIZE = 360  # of 1,797: a stratified split fixed by random_state=0
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's 1,797 bundled 8x8 digits (grey levels 0..16) as 8-bit PIL images."""
+
+    def __init__(self, train: bool, transform=None):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)
+        train_idx, test_idx = train_test_split(
+            np.arange(len(images)), test_size=DIGITS_TEST_SIZE, random_state=0, stratify=digits.target
+        )
+        idx = train_idx if train else test_idx
+        self.data = torch.from_numpy(images[idx])
+        self.targets = torch.from_numpy(digits.target[idx]).long()
+        self.classes = [str(i) for i in range(10)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        image = Image.fromarray(self.data[i].numpy(), mode="L")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[i])
+
+
+def _idx_root(name: str, data_dir: Path | None, download: bool) -> Path:
+    """A root that torchvision's MNIST-style class can read, decompressing a gz-only copy if needed."""
+    cls = _IDX_DATASETS[name]
+    folder = cls.__name__
+    raw_names = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    candidates = []
+    if data_dir is not None:
+        candidates += [data_dir / folder / "raw", data_dir]
+    if name == "fashion_mnist":
+        candidates.append(DEBIAN_FASHION_MNIST)
+    for raw in candidates:
+        if all((raw / f).is_file() for f in raw_names):
+            if raw.name == "raw" and raw.parent.name == folder:
+                return raw.parent.parent
+            return _decompress_into_cache(name, raw, raw_names, gz=False)
+        if all((raw / f"{f}.gz").is_file() for f in raw_names):
+            return _decompress_into_cache(name, raw, raw_names, gz=True)
+    if download:
+        return data_dir if data_dir is not None else CACHE_DIR
+    looked = ", ".join(str(c) for c in candidates) or "nowhere (no --data-dir given)"
+    raise DataError(f"{name} not found; looked in {looked}; {DATASETS[name].how_to_get}")
+
+
+def _decompress_into_cache(name: str, src: Path, raw_names: list[str], gz: bool) -> Path:
+    root = CACHE_DIR / name
+    raw = root / _IDX_DATASETS[name].__name__ / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in raw_names:
+        if not (raw / f).is_file():
+            if gz:
+                extract_archive(str(src / f"{f}.gz"), str(raw))
+            else:
+                os.symlink(src / f, raw / f)
+    return root
+
+
+def _folder_root(data_dir: Path | None, name: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"{name} needs --data-dir DIR holding train/ and val/ class folders")
+    missing = [s for s in ("train", "val") if not (data_dir / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"--data-dir {data_dir} lacks {' and '.join(m + '/' for m in missing)}; "
+            f"expected {data_dir}/train/CLASS/*.jpg and {data_dir}/val/CLASS/*.jpg"
+        )
+    return data_dir
+
+
+def check_available(name: str, data_dir: Path | None, download: bool) -> None:
+    """Raise DataError, naming where we looked, if `name` cannot be loaded without training first."""
+    dataset_info(name)
+    if data_dir is not None and not data_dir.is_dir() and not download:
+        raise DataError(f"--data-dir {data_dir} does not exist; {DATASETS[name].how_to_get}")
+    if name in _IDX_DATASETS:
+        _idx_root(name, data_dir, download)
+    elif name in _CIFAR:
+        root = data_dir if data_dir is not None else CACHE_DIR
+        if not download and not (root / _CIFAR[name].base_folder).is_dir():
+            raise DataError(f"{name} not found under {root}; {DATASETS[name].how_to_get}")
+    elif name in ("imagenet", "folder"):
+        _folder_root(data_dir, name)
+
+
+def build_datasets(name: str, data_dir: Path | None, download: bool, train_tf, eval_tf):
+    """Return (train, eval, num_classes) for a dataset that `check_available` accepted."""
+    if name == "digits":
+        return DigitsDataset(True, train_tf), DigitsDataset(False, eval_tf), 10
+    if name in _IDX_DATASETS:
+        root = str(_idx_root(name, data_dir, download))
+        cls = _IDX_DATASETS[name]
+        return cls(root, True, train_tf, download=download), cls(root, False, eval_tf, download=download), 10
+    if name in _CIFAR:
+        root = str(data_dir if data_dir is not None else CACHE_DIR)
+        cls = _CIFAR[name]
+        train = cls(root, True, train_tf, download=download)
+        return train, cls(root, False, eval_tf, download=download), len(train.classes)
+    root = _folder_root(data_dir, name)
+    train = tvd.ImageFolder(str(root / "train"), train_tf)
+    val = tvd.ImageFolder(str(root / "val"), eval_tf)
+    if train.classes != val.classes:
+        raise DataError(f"{root}/train and {root}/val hold different class folders")
+    return train, val, len(train.classes)
+
+
+def first(dataset: Dataset, n: int | None) -> Dataset:
+    """The first n samples of a dataset (all of it when n is None)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return Subset(dataset, range(n))
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int, pin_memory: bool
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        generator=generator,
+    )

@@ -1,0 +1,179 @@
+"""train_one_epoch(), evaluate(), fit(). All device, precision and distribution work goes through accelerate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from timm.utils import ModelEmaV3
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, value: float):
+        super().__init__(f"training loss became {value} at epoch {epoch}, step {step}; stopping")
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class Trainer:
+    """What one training run needs, already passed through `accelerator.prepare`."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loss: torch.nn.Module
+    train_loader: object
+    eval_loader: object
+    num_classes: int
+    global_batch_size: int
+    mixup: Callable | None = None
+    clip_grad: float | None = None
+    ema: ModelEmaV3 | None = None
+    num_updates: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _progress(accelerator: Accelerator) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=not accelerator.is_main_process,
+        transient=False,
+    )
+
+
+def train_one_epoch(t: Trainer, epoch: int, progress: Progress) -> dict:
+    t.model.train()
+    sampler = getattr(t.train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    task = progress.add_task(f"epoch {epoch + 1}", total=len(t.train_loader), info="")
+    loss_sum = torch.zeros((), device=t.accelerator.device)
+    steps = 0
+    start = time.perf_counter()
+    for step, (images, targets) in enumerate(t.train_loader):
+        if t.mixup is not None:
+            images, targets = t.mixup(images, targets)
+        with t.accelerator.autocast():
+            loss = t.train_loss(t.model(images), targets)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(epoch + 1, step + 1, loss.item())
+        t.optimizer.zero_grad(set_to_none=True)
+        t.accelerator.backward(loss)
+        if t.clip_grad:
+            t.accelerator.clip_grad_norm_(t.model.parameters(), t.clip_grad)
+        t.optimizer.step()
+        t.num_updates += 1
+        t.scheduler.step_update(num_updates=t.num_updates)
+        if t.ema is not None:
+            t.ema.update(t.model, step=t.num_updates)
+        loss_sum += loss.detach()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        progress.update(
+            task,
+            advance=1,
+            info=f"loss {loss.item():.4f}  lr {current_lr(t.optimizer):.3g}  "
+            f"{steps * t.global_batch_size / elapsed:.0f} img/s",
+        )
+    elapsed = time.perf_counter() - start
+    mean_loss = t.accelerator.reduce(loss_sum, reduction="mean").item() / max(steps, 1)
+    return {
+        "train_loss": mean_loss,
+        "lr": current_lr(t.optimizer),
+        "train_time_s": elapsed,
+        "train_img_per_s": steps * t.global_batch_size / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
+
+
+def _metrics(num_classes: int, device: torch.device) -> MetricCollection:
+    # Inputs are already gathered across processes, so torchmetrics must not sync them again.
+    common = {"num_classes": num_classes, "sync_on_compute": False}
+    return MetricCollection(
+        {
+            "top1": MulticlassAccuracy(top_k=1, average="micro", **common),
+            "top5": MulticlassAccuracy(top_k=min(5, num_classes), average="micro", **common),
+            "precision": MulticlassPrecision(average="macro", **common),
+            "recall": MulticlassRecall(average="macro", **common),
+            "f1": MulticlassF1Score(average="macro", **common),
+            "per_class": MulticlassAccuracy(average=None, **common),
+            "confusion": MulticlassConfusionMatrix(**common),
+        }
+    ).to(device)
+
+
+@torch.no_grad()
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader, num_classes: int) -> dict:
+    """Top-1/5, loss, macro P/R/F1, per-class accuracy and confusion, each sample counted once."""
+    model.eval()
+    metrics = _metrics(num_classes, accelerator.device)
+    loss_sum, samples = 0.0, 0
+    for images, targets in loader:
+        with accelerator.autocast():
+            logits = model(images)
+        logits, targets = accelerator.gather_for_metrics((logits.float(), targets))
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
+        samples += targets.numel()
+        metrics.update(logits, targets)
+    values = metrics.compute()
+    pct = {k: 100.0 * values[k].item() for k in ("top1", "top5", "precision", "recall", "f1")}
+    return {
+        "eval_loss": loss_sum / max(samples, 1),
+        "eval_top1": pct["top1"],
+        "eval_top5": pct["top5"],
+        "eval_precision": pct["precision"],
+        "eval_recall": pct["recall"],
+        "eval_f1": pct["f1"],
+        "eval_samples": samples,
+        "per_class_accuracy": [round(100.0 * v, 4) for v in values["per_class"].tolist()],
+        "confusion_matrix": values["confusion"].int().tolist(),
+    }
+
+
+def fit(t: Trainer, epochs: int, on_epoch_end: Callable[[dict, dict], None]) -> dict:
+    """Train for `epochs`, evaluating after each; `on_epoch_end(row, eval)` persists progress."""
+    last_eval: dict = {}
+    with _progress(t.accelerator) as progress:
+        for epoch in range(epochs):
+            epoch_start = time.perf_counter()
+            train = train_one_epoch(t, epoch, progress)
+            last_eval = evaluate(t.accelerator, t.model, t.eval_loader, t.num_classes)
+            row = {"epoch": epoch + 1, **train}
+            row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
+            if t.ema is not None:
+                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)[
+                    "eval_top1"
+                ]
+            row["epoch_time_s"] = time.perf_counter() - epoch_start
+            t.history.append(row)
+            on_epoch_end(row, last_eval)
+            if t.accelerator.is_main_process:
+                progress.console.print(
+                    f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}  "
+                    f"eval loss {row['eval_loss']:.4f}  top-1 {row['eval_top1']:.2f}  "
+                    f"top-5 {row['eval_top5']:.2f}  {row['train_img_per_s']:.0f} img/s"
+                )
+    return last_eval

@@ -1,0 +1,109 @@
+"""The run record: a directory per run with recipe.json, metrics.csv and summary.json.
+
+Every file is written atomically (temporary file, then rename), so a run killed at any moment
+leaves either the previous complete file or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "eval_loss",
+    "eval_top1",
+    "eval_top5",
+    "lr",
+    "epoch_time_s",
+    "train_img_per_s",
+]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    columns = METRIC_COLUMNS + [c for c in frame.columns if c not in METRIC_COLUMNS]
+    atomic_write_text(path, frame.reindex(columns=columns).to_csv(index=False))
+
+
+def check_writable(output: Path) -> None:
+    """Raise OSError with a readable message if runs cannot be written under `output`."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create output directory {output}: {e.strerror}") from None
+    if not output.is_dir() or not os.access(output, os.W_OK | os.X_OK):
+        raise OSError(f"output directory {output} is not writable; pass --output DIR with a writable DIR")
+
+
+def new_run_dir(output: Path, recipe: str, dataset: str, budget: str, seed: int) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = output / f"{recipe}-{dataset}-{budget}-seed{seed}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict:
+    import accelerate
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "accelerate": accelerate.__version__,
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }

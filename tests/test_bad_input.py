@@ -1,0 +1,60 @@
+"""Bad input: one line on stderr naming what was wrong and what would be right, exit 2, nothing written."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+CASES = {
+    "unknown recipe": (["--recipe", "rsb_a4"], "unknown recipe 'rsb_a4'; valid recipes: baseline"),
+    "no recipe": ([], "--recipe is required; valid recipes: baseline"),
+    "unknown dataset": (["--recipe", "rsb_a3", "--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: digits"),
+    "unknown --set key": (["--recipe", "rsb_a3", "--set", "lrr=0.1"], "unknown --set key 'lrr'; valid keys:"),
+    "ill-typed --set": (["--recipe", "rsb_a3", "--set", "epochs=ten"], "epochs takes int"),
+    "missing data dir": (
+        ["--recipe", "rsb_a3", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent/fmnist"],
+        "--data-dir /nonexistent/fmnist does not exist",
+    ),
+    "batch larger than the data": (
+        ["--recipe", "rsb_a3", "--budget", "smoke", "--batch-size", "4096"],
+        "global batch 4096 is larger than the 64 training images",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path):
+    args, message = CASES[case]
+    out = tmp_path / "runs"
+    result = run_cli(*args, "--output", str(out))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not list(out.rglob("summary.json"))
+
+
+def test_folder_without_the_expected_layout_is_refused(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    result = run_cli("--recipe", "rsb_a3", "--dataset", "folder", "--data-dir", str(tmp_path / "images"),
+                     "--output", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        f"lacks val/; expected {tmp_path}/images/train/CLASS/*.jpg and {tmp_path}/images/val/CLASS/*.jpg"
+    )
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli("--recipe", "rsb_a3", "--budget", "smoke", "--output", str(blocker / "runs"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot create output directory") and "Traceback" not in result.stderr
+
+
+def test_report_on_a_directory_without_runs_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "no summary.json found" in result.stderr

@@ -1,0 +1,88 @@
+"""Budgets, --set overrides, LR rescale and the fidelity list."""
+
+import pytest
+
+from harness.config import (
+    ConfigError,
+    apply_budget,
+    apply_overrides,
+    fidelity,
+    parse_overrides,
+    rescale_lr,
+)
+from harness.data import dataset_info
+from recipes import get_recipe
+
+DIGITS = dataset_info("digits")
+
+
+def test_overrides_parse_python_literals_and_plain_strings():
+    parsed = parse_overrides(["lr=1e-3", "opt=lamb", "aa=None", "scale=(0.5, 1.0)", "pretrained=True"])
+    assert parsed == {"lr": 1e-3, "opt": "lamb", "aa": None, "scale": (0.5, 1.0), "pretrained": True}
+
+
+def test_overrides_are_type_checked_against_the_field():
+    recipe = get_recipe("rsb_a3")
+    assert apply_overrides(recipe, {"lr": 1}).lr == 1.0  # int widens to float
+    with pytest.raises(ConfigError, match="epochs takes int"):
+        apply_overrides(recipe, parse_overrides(["epochs=1.5"]))
+    with pytest.raises(ConfigError, match="bce_loss takes bool"):
+        apply_overrides(recipe, parse_overrides(["bce_loss=1"]))
+    with pytest.raises(ConfigError, match="scale"):
+        apply_overrides(recipe, parse_overrides(["scale=0.5"]))
+
+
+def test_unknown_or_malformed_keys_are_rejected_with_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown --set key 'lrr'; valid keys: .*\blr\b"):
+        parse_overrides(["lrr=0.1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["lr"])
+    with pytest.raises(ConfigError, match="unknown --set key 'name'"):
+        parse_overrides(["name=other"])
+
+
+def test_bad_values_name_the_supported_ones():
+    recipe = get_recipe("baseline")
+    with pytest.raises(ConfigError, match="only cosine, step"):
+        apply_overrides(recipe, {"sched": "linear"})
+    with pytest.raises(ConfigError, match="unknown optimizer 'lambada'"):
+        apply_overrides(recipe, {"opt": "lambada"})
+    with pytest.raises(ConfigError, match="unknown model"):
+        apply_overrides(recipe, {"model": "resnet5000"})
+    with pytest.raises(ConfigError, match="epochs must be positive"):
+        apply_overrides(recipe, {"epochs": 0})
+
+
+def test_proxy_budget_shortens_the_schedule_and_keeps_the_procedure():
+    a3 = get_recipe("rsb_a3")
+    proxy = apply_budget(a3, "proxy", DIGITS)
+    assert (proxy.img_size, proxy.test_img_size) == (32, 32)
+    assert proxy.epochs == a3.proxy_epochs and proxy.batch_size == 64
+    assert proxy.warmup_epochs == 1 and proxy.opt == a3.opt and proxy.aa == a3.aa
+    smoke = apply_budget(a3, "smoke", DIGITS)
+    assert smoke.epochs == 1 and smoke.warmup_epochs == 0 and smoke.batch_size == 16
+    assert apply_budget(a3, "full", DIGITS) is a3
+
+
+def test_step_schedule_is_scaled_with_the_epochs():
+    proxy = apply_budget(get_recipe("baseline"), "proxy", DIGITS)
+    assert proxy.decay_epochs == round(30 * proxy.epochs / 90)
+
+
+def test_lr_rescale_uses_sqrt_for_lamb_and_linear_for_sgd():
+    a3 = get_recipe("rsb_a3")
+    scaled, record = rescale_lr(a3, apply_overrides(a3, {"batch_size": 512}), lr_overridden=False)
+    assert scaled.lr == pytest.approx(8e-3 * 0.5) and record["rule"] == "sqrt"
+    base = get_recipe("baseline")
+    scaled, record = rescale_lr(base, apply_overrides(base, {"batch_size": 64}), lr_overridden=False)
+    assert scaled.lr == pytest.approx(0.025) and record["rule"] == "linear"
+    same, record = rescale_lr(base, apply_overrides(base, {"batch_size": 64, "lr": 0.3}), lr_overridden=True)
+    assert same.lr == 0.3 and record is None
+
+
+def test_fidelity_lists_every_changed_setting_and_nothing_else():
+    a3 = get_recipe("rsb_a3")
+    assert fidelity(a3, a3, []) == []
+    ran = apply_overrides(a3, {"epochs": 30, "dataset": "digits"})
+    lines = fidelity(a3, ran, ["train images: first 64 of 1437"])
+    assert lines == ["dataset: imagenet -> digits", "epochs: 100 -> 30", "train images: first 64 of 1437"]

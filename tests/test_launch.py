@@ -1,0 +1,76 @@
+"""The real command line: `accelerate launch` of run.py at the smoke budget, and the report over its record."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.report import load_records, render_markdown
+from harness.run import main
+from recipes import list_recipes
+from tests.conftest import ROOT, only_summary
+
+SUMMARY_KEYS = {
+    "recipe", "model", "dataset", "budget", "epochs_run", "eval_top1", "eval_top5", "eval_loss", "eval_samples",
+    "train_img_per_s", "wall_time_s", "world_size", "global_batch_size", "seed", "reference", "fidelity", "versions",
+}
+
+
+def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    out = tmp_path / "runs"
+    result = subprocess.run(
+        [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "harness/run.py", "--recipe", "rsb_a3", "--budget", "smoke",
+         "--output", str(out), "--workers", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "running on digits at the smoke budget" in result.stdout
+    summary = only_summary(out)
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["status"] == "complete" and summary["dataset"] == "digits" and summary["budget"] == "smoke"
+    assert summary["eval_samples"] == 64 and summary["world_size"] == 1 and summary["global_batch_size"] == 16
+    assert summary["reference"]["top1"] == 78.1
+    assert "dataset: imagenet -> digits" in summary["fidelity"]
+    assert "epochs: 100 -> 1" in summary["fidelity"]
+    assert summary["lr_rescale"]["rule"] == "sqrt"
+    assert summary["versions"]["torch"] and summary["versions"]["timm"]
+    run_dir = next(out.iterdir())
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1"]
+    assert set(rows[0]) >= {"epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr", "epoch_time_s",
+                            "train_img_per_s"}
+    assert json.loads((run_dir / "recipe.json").read_text())["dataset"] == "digits"
+    assert "| rsb_a3 " in (run_dir / "report.md").read_text()
+
+    report = subprocess.run([sys.executable, "-m", "harness.report", str(out), "--out", str(tmp_path / "r.md")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert report.returncode == 0, report.stderr
+    row = next(line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| rsb_a3"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["rsb_a3", "resnet50", "digits", "smoke"]
+    assert cells[4].startswith("78.10 [1]") and cells[5] == f"{summary['eval_top1']:.2f}"
+    assert cells[6] == "not comparable"
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_runs_at_the_smoke_budget(name, tmp_path):
+    assert main(["--recipe", name, "--budget", "smoke", "--output", str(tmp_path), "--workers", "0"]) == 0
+    summary = only_summary(tmp_path)
+    assert summary["recipe"] == name and summary["epochs_run"] == 1 and summary["eval_samples"] == 64
+    assert 0.0 <= summary["eval_top1"] <= 100.0
+    assert f"| {name} " in render_markdown(load_records(tmp_path))
+
+
+def test_seeded_runs_repeat_exactly_on_cpu(tmp_path):
+    for out in ("a", "b"):
+        assert main(["--recipe", "baseline", "--budget", "smoke", "--output", str(tmp_path / out),
+                     "--workers", "0", "--seed", "3"]) == 0
+    first, second = only_summary(tmp_path / "a"), only_summary(tmp_path / "b")
+    assert first["eval_loss"] == second["eval_loss"]
+    assert first["confusion_matrix"] == second["confusion_matrix"]
