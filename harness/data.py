@@ -41,7 +41,7 @@ DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
         # At 8x8, timm's 0.08 crop area is about 2x2 source pixels; half the area keeps 6x6.
-        DatasetInfo("digits", 10, 1, 8, 32, "bundled with scikit-learn; nothing to download", False, 0.5),
+        DatasetInfo("digits", 10, 1, 8, 24, "bundled with scikit-learn; nothing to download", False, 0.5),
         DatasetInfo(
             "fashion_mnist",
             10,

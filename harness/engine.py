@@ -121,7 +121,10 @@ def _metrics(num_classes: int, device: torch.device) -> MetricCollection:
             "f1": MulticlassF1Score(average="macro", **common),
             "per_class": MulticlassAccuracy(average=None, **common),
             "confusion": MulticlassConfusionMatrix(**common),
-        }
+        },
+        # Compute groups merge metrics whose states match after the first batch: top-1 and top-5 would
+        # then share one state whenever the first batch is all correct.
+        compute_groups=False,
     ).to(device)
 
 

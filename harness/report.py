@@ -15,6 +15,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from harness.results import atomic_write_text
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = [
     "recipe",
     "model",
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path, help="directory holding run directories (summary.json)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here as well")
+    parser.add_argument("--readme", type=Path, help="replace the table between the results markers of this file")
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: {args.runs_dir} is not a directory of runs", file=sys.stderr)
@@ -135,9 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     markdown = render_markdown(records)
     if args.out:
-        from harness.results import atomic_write_text
-
         atomic_write_text(args.out, markdown)
+    if args.readme:
+        text = args.readme.read_text()
+        if README_START not in text or README_END not in text:
+            print(f"error: {args.readme} lacks the {README_START} and {README_END} markers", file=sys.stderr)
+            return 2
+        head, rest = text.split(README_START, 1)
+        atomic_write_text(args.readme, f"{head}{README_START}\n{markdown}{README_END}{rest.split(README_END, 1)[1]}")
     Console().print(rich_table(records))
     print(markdown)
     return 0

@@ -56,7 +56,7 @@ def test_bad_values_name_the_supported_ones():
 def test_proxy_budget_shortens_the_schedule_and_keeps_the_procedure():
     a3 = get_recipe("rsb_a3")
     proxy = apply_budget(a3, "proxy", DIGITS)
-    assert (proxy.img_size, proxy.test_img_size) == (32, 32)
+    assert (proxy.img_size, proxy.test_img_size) == (24, 24)  # digits: 8x8 sources, 3x upscale
     assert proxy.epochs == a3.proxy_epochs and proxy.batch_size == 64
     assert proxy.warmup_epochs == 1 and proxy.opt == a3.opt and proxy.aa == a3.aa
     smoke = apply_budget(a3, "smoke", DIGITS)

@@ -20,21 +20,24 @@ SUMMARY_KEYS = {
 }
 
 
-def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
+def accelerate_launch(processes: int, *args: str) -> subprocess.CompletedProcess:
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    out = tmp_path / "runs"
-    result = subprocess.run(
-        [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "harness/run.py", "--recipe", "rsb_a3", "--budget", "smoke",
-         "--output", str(out), "--workers", "0"],
+    return subprocess.run(
+        [accelerate, "launch", "--cpu", "--num_processes", str(processes), "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "harness/run.py", *args, "--workers", "0"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
+
+
+def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
+    out = tmp_path / "runs"
+    result = accelerate_launch(1, "--recipe", "rsb_a3", "--budget", "smoke", "--output", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "running on digits at the smoke budget" in result.stdout
     summary = only_summary(out)
     assert SUMMARY_KEYS <= set(summary)
     assert summary["status"] == "complete" and summary["dataset"] == "digits" and summary["budget"] == "smoke"
-    assert summary["eval_samples"] == 64 and summary["world_size"] == 1 and summary["global_batch_size"] == 16
+    assert summary["eval_samples"] == 100 and summary["world_size"] == 1 and summary["global_batch_size"] == 16
     assert summary["reference"]["top1"] == 78.1
     assert "dataset: imagenet -> digits" in summary["fidelity"]
     assert "epochs: 100 -> 1" in summary["fidelity"]
@@ -58,11 +61,22 @@ def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
     assert cells[6] == "not comparable"
 
 
+def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_once(tmp_path):
+    result = accelerate_launch(2, "--recipe", "rsb_a1", "--budget", "smoke", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = only_summary(tmp_path)
+    assert summary["world_size"] == 2 and summary["global_batch_size"] == 16
+    assert summary["per_device_batch_size"] == 8
+    assert summary["eval_samples"] == 100
+    assert sum(map(sum, summary["confusion_matrix"])) == 100
+    assert not any(line.startswith("aug_repeats") for line in summary["fidelity"])
+
+
 @pytest.mark.parametrize("name", list_recipes())
 def test_every_recipe_runs_at_the_smoke_budget(name, tmp_path):
     assert main(["--recipe", name, "--budget", "smoke", "--output", str(tmp_path), "--workers", "0"]) == 0
     summary = only_summary(tmp_path)
-    assert summary["recipe"] == name and summary["epochs_run"] == 1 and summary["eval_samples"] == 64
+    assert summary["recipe"] == name and summary["epochs_run"] == 1 and summary["eval_samples"] == 100
     assert 0.0 <= summary["eval_top1"] <= 100.0
     assert f"| {name} " in render_markdown(load_records(tmp_path))
 
