@@ -75,8 +75,9 @@ def apply_budget(recipe: Recipe, budget: str, info: DatasetInfo) -> Recipe:
         "epochs": epochs,
         "batch_size": min(batch, recipe.batch_size),
         "warmup_epochs": _scaled_epochs(recipe.warmup_epochs, recipe.epochs, epochs),
-        "decay_epochs": max(1, _scaled_epochs(recipe.decay_epochs, recipe.epochs, epochs)),
     }
+    if recipe.sched in ("step", "multistep"):
+        changes["decay_epochs"] = max(1, _scaled_epochs(recipe.decay_epochs, recipe.epochs, epochs))
     if test_size is not None:
         # Train and test at one size: a train/test gap like A3's 160/224 helps at ImageNet scale but at
         # 32 px leaves 1x1 feature maps whose statistics differ between the two sizes (measured on digits:

@@ -102,7 +102,7 @@ def comparison_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
 
 def render_markdown(records: list[dict]) -> str:
     frame, sources = comparison_frame(records)
-    lines = [frame.to_markdown(index=False), ""]
+    lines = [frame.to_markdown(index=False, disable_numparse=True), ""]
     if sources:
         lines += ["Sources:", ""] + [f"{i}. {s}" for i, s in enumerate(sources, 1)] + [""]
     differing = [r for r in records if r["fidelity"]]
@@ -122,6 +122,12 @@ def rich_table(records: list[dict]) -> Table:
     for row in frame.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     return table
+
+
+def wide_console() -> Console:
+    """A terminal keeps its own width; a log file gets room for the whole table."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         head, rest = text.split(README_START, 1)
         atomic_write_text(args.readme, f"{head}{README_START}\n{markdown}{README_END}{rest.split(README_END, 1)[1]}")
-    Console().print(rich_table(records))
+    wide_console().print(rich_table(records))
     print(markdown)
     return 0
 

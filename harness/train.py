@@ -13,7 +13,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import set_seed
-from rich.console import Console
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
@@ -29,7 +28,7 @@ from harness.build import (
 from harness.config import ConfigError, budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, first, make_loader
 from harness.engine import NonFiniteLoss, Trainer, fit
-from harness.report import render_markdown, rich_table
+from harness.report import render_markdown, rich_table, wide_console
 from harness.results import atomic_write_json, atomic_write_text, new_run_dir, versions, write_metrics
 
 
@@ -43,7 +42,8 @@ def make_accelerator(amp: bool) -> Accelerator:
     precision = "no"
     if amp and _wants_cuda():
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Accelerator(mixed_precision=precision, step_scheduler_with_optimizer=False)
+    # cpu=True also lets several CPU processes form a gloo group (accelerate's MULTI_CPU).
+    return Accelerator(mixed_precision=precision, step_scheduler_with_optimizer=False, cpu=not _wants_cuda())
 
 
 def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, workers: int, seed: int):
@@ -117,7 +117,7 @@ def train(plan, args: argparse.Namespace) -> int:
         ema=ModelEmaV3(accelerator.unwrap_model(model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
     )
 
-    console = Console()
+    console = wide_console()
     run_dir = None
     if accelerator.is_main_process:
         for notice in plan.notices:

@@ -86,3 +86,8 @@ def test_fidelity_lists_every_changed_setting_and_nothing_else():
     ran = apply_overrides(a3, {"epochs": 30, "dataset": "digits"})
     lines = fidelity(a3, ran, ["train images: first 64 of 1437"])
     assert lines == ["dataset: imagenet -> digits", "epochs: 100 -> 30", "train images: first 64 of 1437"]
+
+
+def test_budget_leaves_fields_the_schedule_does_not_use():
+    a3 = get_recipe("rsb_a3")
+    assert apply_budget(a3, "proxy", DIGITS).decay_epochs == a3.decay_epochs

@@ -22,8 +22,11 @@ SUMMARY_KEYS = {
 
 def accelerate_launch(processes: int, *args: str) -> subprocess.CompletedProcess:
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    # accelerate's launcher starts several processes only with --multi_gpu; without CUDA the harness
+    # asks accelerate for the CPU, and the processes form a gloo group.
+    placement = "--multi_gpu" if processes > 1 else "--cpu"
     return subprocess.run(
-        [accelerate, "launch", "--cpu", "--num_processes", str(processes), "--num_machines", "1",
+        [accelerate, "launch", placement, "--num_processes", str(processes), "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "harness/run.py", *args, "--workers", "0"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
