@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=Path("runs"), help="directory for run records (runs/)")
+    p.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes")
     return p.parse_args(argv)
 

@@ -46,6 +46,17 @@ def make_accelerator(amp: bool) -> Accelerator:
     return Accelerator(mixed_precision=precision, step_scheduler_with_optimizer=False, cpu=not _wants_cuda())
 
 
+def set_cpu_threads(accelerator: Accelerator, requested: int | None) -> int:
+    """Threads per process on CPU. `accelerate launch` without a config sets OMP_NUM_THREADS=1, which
+    halves a 2-core machine; the harness shares the cores among the processes on this machine instead."""
+    if accelerator.device.type != "cpu":
+        return torch.get_num_threads()
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    threads = requested or max(1, len(os.sched_getaffinity(0)) // local_processes)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, workers: int, seed: int):
     """Repeated augmentation shards by itself (timm's RepeatAugSampler); otherwise accelerate shards."""
     if recipe.aug_repeats > 0:
@@ -69,6 +80,7 @@ def train(plan, args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe = plan.recipe
     accelerator = make_accelerator(recipe.amp)
+    cpu_threads = set_cpu_threads(accelerator, args.threads)
     set_seed(args.seed)
     world = accelerator.num_processes
     if recipe.batch_size % world:
@@ -165,6 +177,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "per_device_batch_size": per_device,
         "mixed_precision": accelerator.mixed_precision,
         "device": str(accelerator.device),
+        "cpu_threads_per_process": cpu_threads,
         "seed": args.seed,
         "reference": dataclasses.asdict(plan.published.reference),
         "tolerance": plan.published.tolerance,
