@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
     assert "epochs: 100 -> 1" in summary["fidelity"]
     assert summary["lr_rescale"]["rule"] == "sqrt"
     assert summary["versions"]["torch"] and summary["versions"]["timm"]
+    assert summary["cpu_threads_per_process"] == len(os.sched_getaffinity(0))  # not accelerate's default of 1
     run_dir = next(out.iterdir())
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]
