@@ -47,7 +47,8 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     return cfg
 
 
-# No entry has weights (no url, hf_hub_id or file): timm lists none of these names as pretrained.
+# Defaults in timm's sense (as for a timm model, an instance keeps them whatever num_classes/in_chans it was built
+# with). No entry has weights (no url, hf_hub_id or file): timm lists none of these names as pretrained.
 default_cfgs = generate_default_cfgs(
     {
         "seed_cnn_cifar10": _cfg(fixed_input_size=True),
@@ -374,7 +375,9 @@ class ResNet50MLPHead(_LinearHead):
     whole head; ``reset_classifier`` replaces only its last Linear.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, pretrained: bool = False, **backbone_kwargs: Any):
+    def __init__(
+        self, num_classes: int = 10, in_chans: int = 3, pretrained: bool = False, **backbone_kwargs: Any
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -416,8 +419,6 @@ def _build(model_cls: type[nn.Module], variant: str, pretrained: bool, **kwargs:
         kwargs.pop(name, None)
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     model = build_model_with_cfg(model_cls, variant, pretrained=False, **kwargs)
-    model.pretrained_cfg["input_size"] = (model.in_chans, *model.pretrained_cfg["input_size"][1:])
-    model.pretrained_cfg["num_classes"] = model.num_classes
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
@@ -470,7 +471,6 @@ def resnet50_mlp_head(pretrained: bool = False, num_classes: int = 10, in_chans:
     cfg = timm.models.get_pretrained_cfg("resnet50_mlp_head").to_dict()
     backbone_cfg = getattr(model.backbone, "pretrained_cfg", {})
     cfg.update({k: backbone_cfg[k] for k in _DATA_CFG_KEYS if k in backbone_cfg})
-    cfg.update(num_classes=num_classes, input_size=(in_chans, *cfg["input_size"][1:]))
     model.pretrained_cfg = model.default_cfg = cfg
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
