@@ -6,6 +6,7 @@ expanded to three channels by the transforms (torchvision's Grayscale(3)), as th
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,10 @@ def _idx_root(name: str, data_dir: Path | None, download: bool) -> Path:
 
 
 def _decompress_into_cache(name: str, src: Path, raw_names: list[str], gz: bool) -> Path:
-    root = CACHE_DIR / name
+    # One cache entry per source folder and file version, so two copies never shadow each other.
+    stats = [(src / f"{f}.gz" if gz else src / f).stat() for f in raw_names]
+    key = hashlib.sha1(repr((str(src.resolve()), [(s.st_size, s.st_mtime_ns) for s in stats])).encode())
+    root = CACHE_DIR / name / key.hexdigest()[:16]
     raw = root / _IDX_DATASETS[name].__name__ / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for f in raw_names:
@@ -172,20 +176,64 @@ def build_datasets(name: str, data_dir: Path | None, download: bool, train_tf, e
     if name == "digits":
         return DigitsDataset(True, train_tf), DigitsDataset(False, eval_tf), 10
     if name in _IDX_DATASETS:
-        root = str(_idx_root(name, data_dir, download))
+        root = _idx_root(name, data_dir, download)
         cls = _IDX_DATASETS[name]
-        return cls(root, True, train_tf, download=download), cls(root, False, eval_tf, download=download), 10
+        splits = []
+        for train in (True, False):
+            try:
+                split = cls(str(root), train, train_tf if train else eval_tf, download=download)
+            except (AssertionError, RuntimeError, ValueError, OSError) as e:
+                folder = root / cls.__name__ / "raw"
+                reason = f"{type(e).__name__} {e}".strip()
+                raise DataError(f"{name} files in {folder} are unreadable or malformed ({reason})") from None
+            _check_idx_split(split, root / cls.__name__ / "raw", "train" if train else "t10k")
+            splits.append(split)
+        return splits[0], splits[1], 10
     if name in _CIFAR:
         root = str(data_dir if data_dir is not None else CACHE_DIR)
         cls = _CIFAR[name]
         train = cls(root, True, train_tf, download=download)
         return train, cls(root, False, eval_tf, download=download), len(train.classes)
     root = _folder_root(data_dir, name)
+    for split in ("train", "val"):
+        _check_folder(root / split)
     train = tvd.ImageFolder(str(root / "train"), train_tf)
     val = tvd.ImageFolder(str(root / "val"), eval_tf)
     if train.classes != val.classes:
         raise DataError(f"{root}/train and {root}/val hold different class folders")
     return train, val, len(train.classes)
+
+
+def _check_idx_split(split, raw: Path, prefix: str) -> None:
+    """MNIST-style files must hold 28x28 images and one label in 0..9 per image."""
+    images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+    if split.data.ndim != 3 or tuple(split.data.shape[1:]) != (28, 28):
+        raise DataError(f"{images} holds images of shape {tuple(split.data.shape[1:])}; expected 28x28")
+    if len(split.targets) != len(split.data):
+        raise DataError(f"{labels} has {len(split.targets)} labels for {len(split.data)} images")
+    bad = ((split.targets < 0) | (split.targets >= len(split.classes))).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{labels}: label {int(split.targets[i])} of image {i} is outside 0..{len(split.classes) - 1}")
+
+
+def _check_folder(split_dir: Path) -> None:
+    """Every class folder holds files, none empty, and the first of each opens as an image."""
+    classes = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{split_dir} has no class folders; expected {split_dir}/CLASS/*.jpg")
+    for folder in classes:
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        if not files:
+            raise DataError(f"class folder {folder} is empty")
+        empty = next((f for f in files if f.stat().st_size == 0), None)
+        if empty is not None:
+            raise DataError(f"{empty} is an empty file")
+        try:
+            with Image.open(files[0]) as image:
+                image.verify()
+        except Exception as e:  # PIL raises many types for a file that is not an image
+            raise DataError(f"{files[0]} is not a readable image ({type(e).__name__})") from None
 
 
 def first(dataset: Dataset, n: int | None) -> Dataset:

@@ -47,6 +47,9 @@ class Trainer:
     ema: ModelEmaV3 | None = None
     num_updates: int = 0
     history: list[dict] = field(default_factory=list)
+    save_every: int = 0
+    # on_checkpoint(epoch, steps_done_in_epoch, epoch_loss_sum): called every `save_every` updates
+    on_checkpoint: Callable[[int, int, float], None] | None = None
 
 
 def _progress(accelerator: Accelerator) -> Progress:
@@ -61,22 +64,24 @@ def _progress(accelerator: Accelerator) -> Progress:
     )
 
 
-def train_one_epoch(t: Trainer, epoch: int, progress: Progress) -> dict:
+def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int = 0, carried_loss: float = 0.0) -> dict:
+    """One epoch; a resumed one starts after its first `start_step` batches, which it does not load."""
     t.model.train()
-    sampler = getattr(t.train_loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    task = progress.add_task(f"epoch {epoch + 1}", total=len(t.train_loader), info="")
-    loss_sum = torch.zeros((), device=t.accelerator.device)
-    steps = 0
+    if hasattr(t.train_loader, "set_epoch"):
+        t.train_loader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
+    total = len(t.train_loader)
+    loader = t.accelerator.skip_first_batches(t.train_loader, start_step) if start_step else t.train_loader
+    task = progress.add_task(f"epoch {epoch + 1}", total=total, completed=start_step, info="")
+    loss_sum = torch.tensor(carried_loss, device=t.accelerator.device)
+    steps, timed = start_step, 0
     start = time.perf_counter()
-    for step, (images, targets) in enumerate(t.train_loader):
+    for images, targets in loader:
         if t.mixup is not None:
             images, targets = t.mixup(images, targets)
         with t.accelerator.autocast():
             loss = t.train_loss(t.model(images), targets)
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(epoch + 1, step + 1, loss.item())
+            raise NonFiniteLoss(epoch + 1, steps + 1, loss.item())
         t.optimizer.zero_grad(set_to_none=True)
         t.accelerator.backward(loss)
         if t.clip_grad:
@@ -88,20 +93,23 @@ def train_one_epoch(t: Trainer, epoch: int, progress: Progress) -> dict:
             t.ema.update(t.model, step=t.num_updates)
         loss_sum += loss.detach()
         steps += 1
+        timed += 1
         elapsed = time.perf_counter() - start
         progress.update(
             task,
             advance=1,
             info=f"loss {loss.item():.4f}  lr {current_lr(t.optimizer):.3g}  "
-            f"{steps * t.global_batch_size / elapsed:.0f} img/s",
+            f"{timed * t.global_batch_size / elapsed:.0f} img/s",
         )
+        if t.on_checkpoint and t.save_every and t.num_updates % t.save_every == 0 and steps < total:
+            t.on_checkpoint(epoch, steps, t.accelerator.reduce(loss_sum, reduction="mean").item())
     elapsed = time.perf_counter() - start
     mean_loss = t.accelerator.reduce(loss_sum, reduction="mean").item() / max(steps, 1)
     return {
         "train_loss": mean_loss,
         "lr": current_lr(t.optimizer),
         "train_time_s": elapsed,
-        "train_img_per_s": steps * t.global_batch_size / elapsed if elapsed > 0 else 0.0,
+        "train_img_per_s": timed * t.global_batch_size / elapsed if elapsed > 0 else 0.0,
     }
 
 
@@ -156,13 +164,23 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader, num_class
     }
 
 
-def fit(t: Trainer, epochs: int, on_epoch_end: Callable[[dict, dict], None]) -> dict:
-    """Train for `epochs`, evaluating after each; `on_epoch_end(row, eval)` persists progress."""
+def fit(
+    t: Trainer,
+    epochs: int,
+    on_epoch_end: Callable[[dict, dict], None],
+    start_epoch: int = 0,
+    start_step: int = 0,
+    carried_loss: float = 0.0,
+) -> dict:
+    """Train up to `epochs`, evaluating after each; `on_epoch_end(row, eval)` persists progress."""
     last_eval: dict = {}
     with _progress(t.accelerator) as progress:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
-            train = train_one_epoch(t, epoch, progress)
+            resume_here = epoch == start_epoch
+            train = train_one_epoch(
+                t, epoch, progress, start_step if resume_here else 0, carried_loss if resume_here else 0.0
+            )
             last_eval = evaluate(t.accelerator, t.model, t.eval_loader, t.num_classes)
             row = {"epoch": epoch + 1, **train}
             row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
@@ -179,4 +197,6 @@ def fit(t: Trainer, epochs: int, on_epoch_end: Callable[[dict, dict], None]) -> 
                     f"eval loss {row['eval_loss']:.4f}  top-1 {row['eval_top1']:.2f}  "
                     f"top-5 {row['eval_top5']:.2f}  {row['train_img_per_s']:.0f} img/s"
                 )
+    if not last_eval:  # resumed a run whose every epoch was already done
+        last_eval = evaluate(t.accelerator, t.model, t.eval_loader, t.num_classes)
     return last_eval

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,7 +36,10 @@ FALLBACK_DATASET = "digits"
 DEFAULT_WORKERS = max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+RUN_ONLY_OPTIONS = ("resume", "force", "list")  # options that describe this invocation, not the run
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a published recipe and compare with the reported number.")
     p.add_argument("--recipe", help="registered recipe name (see --list)")
     p.add_argument("--list", action="store_true", help="list the recipes with their reported numbers")
@@ -49,8 +53,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=Path("runs"), help="directory for run records (runs/)")
     p.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also checkpoint every N updates")
+    p.add_argument("--keep", type=int, default=2, metavar="K", help="complete checkpoints to keep (default 2)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe or seed")
+    p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is None:
+        return args
+    # A resume re-plans from the options the run was started with; options given now override them.
+    saved = _saved_options(args.resume)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    merged = {**vars(build_parser().parse_args([])), **saved, **given}
+    for key in ("data_dir", "output"):
+        merged[key] = Path(merged[key]) if merged[key] is not None else None
+    return argparse.Namespace(**merged)
+
+
+def _saved_options(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise SystemExit(f"error: --resume {run_dir} is not a run directory (no run.json); pass one from runs/")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise SystemExit(f"error: {path} is corrupted ({e}); it cannot be resumed") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +98,8 @@ class Plan:
     budget: str
     notices: list[str]
     lr_rescale: dict | None
+    saved_args: dict
+    resume_dir: Path | None
 
 
 def plan_run(args: argparse.Namespace) -> Plan:
@@ -101,11 +138,20 @@ def plan_run(args: argparse.Namespace) -> Plan:
             f"lr rescaled {lr_rescale['published_lr']:.4g} -> {lr_rescale['lr']:.4g} ({lr_rescale['rule']} rule, "
             f"global batch {lr_rescale['published_batch_size']} -> {lr_rescale['batch_size']})"
         )
-    return Plan(published, recipe, dataset, budget, notices, lr_rescale)
+    saved_args = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS
+    }
+    return Plan(published, recipe, dataset, budget, notices, lr_rescale, saved_args, args.resume)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
     if args.list:
         from harness.listing import print_recipes
 
@@ -120,13 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from harness.checkpoint import CheckpointError
     from harness.train import train
 
+    if args.deterministic:
+        torch_deterministic()
     try:
         return train(plan, args)
-    except (ConfigError, DataError, OSError) as e:
+    except (ConfigError, DataError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def torch_deterministic() -> None:
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 if __name__ == "__main__":

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
+import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
@@ -24,6 +27,13 @@ from harness.build import (
     build_scheduler,
     build_train_loss,
     build_transforms,
+)
+from harness.checkpoint import (
+    CheckpointError,
+    checkpoint_root,
+    complete_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
 )
 from harness.config import ConfigError, budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, first, make_loader
@@ -43,7 +53,13 @@ def make_accelerator(amp: bool) -> Accelerator:
     if amp and _wants_cuda():
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     # cpu=True also lets several CPU processes form a gloo group (accelerate's MULTI_CPU).
-    return Accelerator(mixed_precision=precision, step_scheduler_with_optimizer=False, cpu=not _wants_cuda())
+    # A seedable sampler makes each epoch's order a function of (seed, epoch), so a resume repeats it.
+    return Accelerator(
+        mixed_precision=precision,
+        step_scheduler_with_optimizer=False,
+        cpu=not _wants_cuda(),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
 
 
 def set_cpu_threads(accelerator: Accelerator, requested: int | None) -> int:
@@ -75,6 +91,38 @@ def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, wo
     return accelerator.prepare(loader)
 
 
+def _normalised(recipe_dict: dict) -> dict:
+    return json.loads(json.dumps(recipe_dict))
+
+
+def check_resumable(run_dir: Path, recipe, seed: int, force: bool) -> None:
+    """Refuse to continue a run with a different recipe or seed unless forced; refuse without a checkpoint."""
+    saved = _normalised(json.loads((run_dir / "recipe.json").read_text()))
+    now = _normalised(recipe.to_dict())
+    diff = [f"{k}: {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    saved_seed = json.loads((run_dir / "run.json").read_text()).get("seed")
+    if saved_seed != seed:
+        diff.append(f"seed: {saved_seed} -> {seed}")
+    if diff and not force:
+        raise ConfigError(f"--resume {run_dir} would change the run ({'; '.join(diff)}); add --force to accept")
+    if not complete_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run instead")
+
+
+def _shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, recipe) -> Path:
+    """The main process creates (or reuses) the run directory and tells the others where it is."""
+    path = [None]
+    if accelerator.is_main_process:
+        if plan.resume_dir is not None:
+            run_dir = plan.resume_dir
+        else:
+            run_dir = new_run_dir(args.output, recipe.name, plan.dataset, plan.budget, args.seed)
+            atomic_write_json(run_dir / "run.json", plan.saved_args)
+        atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
+        path = [str(run_dir)]
+    return Path(broadcast_object_list(path)[0])
+
+
 def train(plan, args: argparse.Namespace) -> int:
     wall_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -92,6 +140,8 @@ def train(plan, args: argparse.Namespace) -> int:
     if world == 1 and recipe.aug_repeats:
         changes["aug_repeats"] = 0  # timm applies repeated augmentation only when distributed
     recipe = dataclasses.replace(recipe, **changes)
+    if plan.resume_dir is not None:
+        check_resumable(plan.resume_dir, recipe, args.seed, args.force)
 
     info = dataset_info(plan.dataset)
     train_tf, eval_tf = build_transforms(recipe, info.channels)
@@ -130,22 +180,47 @@ def train(plan, args: argparse.Namespace) -> int:
     )
 
     console = wide_console()
-    run_dir = None
+    run_dir = _shared_run_dir(accelerator, plan, args, recipe)
     if accelerator.is_main_process:
         for notice in plan.notices:
             console.print(f"[yellow]note:[/] {notice}")
-        run_dir = new_run_dir(args.output, recipe.name, plan.dataset, plan.budget, args.seed)
-        atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
         console.print(f"run directory: {run_dir}")
 
-    def on_epoch_end(row: dict, _eval: dict) -> None:
-        if run_dir is not None:
-            write_metrics(run_dir / "metrics.csv", trainer.history)
+    start = {"epoch": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "elapsed_s": 0.0}
+    if plan.resume_dir is not None:
+        latest = complete_checkpoints(run_dir)[-1]
+        start = load_checkpoint(accelerator, latest, scheduler, trainer.ema)
+        trainer.num_updates, trainer.history = start["num_updates"], start["history"]
+        (run_dir / "summary.json").unlink(missing_ok=True)  # the run is no longer finished
+        if accelerator.is_main_process:
+            console.print(f"resuming from {latest} (epoch {start['epoch'] + 1}, step {start['step_in_epoch']})")
 
+    def checkpoint(epoch: int, step_in_epoch: int, epoch_loss_sum: float) -> None:
+        progress = {
+            "recipe": recipe.name,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "epoch_loss_sum": epoch_loss_sum,
+            "num_updates": trainer.num_updates,
+            "scheduler": scheduler.state_dict(),
+            "history": trainer.history,
+            "elapsed_s": start["elapsed_s"] + time.perf_counter() - wall_start,
+        }
+        save_checkpoint(accelerator, run_dir, progress, trainer.ema, args.keep)
+
+    def on_epoch_end(row: dict, _eval: dict) -> None:
+        if accelerator.is_main_process:
+            write_metrics(run_dir / "metrics.csv", trainer.history)
+        checkpoint(row["epoch"], 0, 0.0)
+
+    trainer.save_every, trainer.on_checkpoint = args.save_every, checkpoint
     try:
-        final = fit(trainer, recipe.epochs, on_epoch_end)
+        final = fit(
+            trainer, recipe.epochs, on_epoch_end, start["epoch"], start["step_in_epoch"], start["epoch_loss_sum"]
+        )
     except NonFiniteLoss as e:
-        console.print(f"error: {e}", style="red")
+        if accelerator.is_main_process:
+            print(f"error: {e}; the last good checkpoint is kept under {checkpoint_root(run_dir)}", file=sys.stderr)
         return 2
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -171,7 +246,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "train_samples": len(train_set),
         # The first epoch carries start-up cost; the median of the rest is the steady speed.
         "train_img_per_s": statistics.median(speeds[1:] or speeds),
-        "wall_time_s": time.perf_counter() - wall_start,
+        "wall_time_s": start["elapsed_s"] + time.perf_counter() - wall_start,
         "world_size": world,
         "global_batch_size": recipe.batch_size,
         "per_device_batch_size": per_device,
@@ -184,6 +259,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "fidelity": differences,
         "lr_rescale": plan.lr_rescale,
         "notices": plan.notices,
+        "resumed": plan.resume_dir is not None,
         "versions": versions(),
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

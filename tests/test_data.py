@@ -54,3 +54,35 @@ def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path, monke
         check_available("imagenet", tmp_path, download=False)
     with pytest.raises(DataError, match="unknown dataset 'svhn'; valid datasets: digits"):
         check_available("svhn", None, download=False)
+
+
+def test_labels_outside_the_class_range_are_refused_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    src = tmp_path / "fmnist"
+    src.mkdir()
+    _write_idx(src, "train", 20, gz=False)
+    _write_idx(src, "t10k", 10, gz=False)
+    labels = src / "t10k-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[8 + 4] = 12  # image 4 gets label 12
+    labels.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 12 of image 4 is outside 0..9"):
+        build_datasets("fashion_mnist", src, False, None, None)
+
+
+def test_image_folders_with_empty_or_broken_files_are_refused(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / cls / "a.png")
+    train, val, classes = build_datasets("folder", tmp_path, False, None, None)
+    assert (len(train), len(val), classes) == (2, 2, 2)
+    (tmp_path / "val" / "dog" / "b.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"val/dog/b.png is an empty file"):
+        build_datasets("folder", tmp_path, False, None, None)
+    (tmp_path / "val" / "dog" / "b.png").unlink()
+    (tmp_path / "train" / "cat" / "a.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"train/cat/a.png is not a readable image"):
+        build_datasets("folder", tmp_path, False, None, None)

@@ -1,0 +1,158 @@
+"""Runs that survive: kill and resume, checkpoints a resume can trust, refusals that name the problem."""
+
+import csv
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import train as train_module
+from harness.checkpoint import PROGRESS, complete_checkpoints
+from harness.run import main
+from tests.conftest import ROOT, only_summary, run_cli
+
+SMOKE = ["--budget", "smoke", "--epochs", "3", "--workers", "0", "--seed", "1", "--deterministic"]
+
+
+def run_dir_of(output: Path) -> Path:
+    (run,) = [p for p in output.iterdir() if p.is_dir()]
+    return run
+
+
+def losses(run: Path) -> list[tuple[str, str, str]]:
+    return [(r["train_loss"], r["eval_loss"], r["eval_top1"]) for r in csv.DictReader((run / "metrics.csv").open())]
+
+
+def kill_after(args: list[str], output: Path, updates: int) -> Path:
+    """Start a run, SIGKILL it as soon as a checkpoint at `updates` is complete, return its directory."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "harness" / "run.py"), *args, "--output", str(output)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        done = list(output.glob(f"*/checkpoints/*/{PROGRESS}"))
+        if any(json.loads(p.read_text())["num_updates"] >= updates for p in done):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    run = run_dir_of(output)
+    assert not (run / "summary.json").exists()
+    return run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("uninterrupted")
+    assert main(["--recipe", "rsb_a1", *SMOKE, "--output", str(output)]) == 0
+    return run_dir_of(output)
+
+
+def test_kill_and_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
+    run = kill_after(["--recipe", "rsb_a1", *SMOKE], tmp_path, updates=4)  # killed during epoch 2
+    result = run_cli("--resume", str(run))
+    assert result.returncode == 0, result.stderr
+    assert losses(run) == losses(uninterrupted)
+    resumed, reference = json.loads((run / "summary.json").read_text()), json.loads(
+        (uninterrupted / "summary.json").read_text()
+    )
+    assert resumed["resumed"] is True and resumed["epochs_run"] == 3
+    for key in ("eval_top1", "eval_top5", "eval_loss", "confusion_matrix"):
+        assert resumed[key] == reference[key], key
+
+
+def test_mid_epoch_resume_skips_the_consumed_batches(tmp_path):
+    run = kill_after(["--recipe", "baseline", *SMOKE, "--save-every", "2"], tmp_path, updates=2)
+    latest = complete_checkpoints(run)[-1]
+    assert json.loads((latest / PROGRESS).read_text())["step_in_epoch"] == 2
+    assert run_cli("--resume", str(run)).returncode == 0
+    final = json.loads((complete_checkpoints(run)[-1] / PROGRESS).read_text())
+    assert final["num_updates"] == 3 * 4  # 4 updates an epoch, none repeated or lost
+    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2", "3"]
+    assert len(complete_checkpoints(run)) == 2  # --keep 2
+
+
+def test_resume_refuses_a_changed_recipe_unless_forced(uninterrupted, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    refused = run_cli("--resume", str(run), "--set", "lr=0.5")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: --resume {run} would change the run (lr: ")
+    assert "add --force" in refused.stderr and (run / "summary.json").exists()
+    extended = run_cli("--resume", str(run), "--epochs", "4", "--force")
+    assert extended.returncode == 0, extended.stderr
+    assert only_summary(run)["epochs_run"] == 4
+
+
+def _corrupt_copy(uninterrupted: Path, tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    return run, complete_checkpoints(run)[-1]
+
+
+def test_resume_refuses_a_truncated_checkpoint(uninterrupted, tmp_path):
+    run, latest = _corrupt_copy(uninterrupted, tmp_path)
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = run_cli("--resume", str(run))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: checkpoint {latest} cannot be loaded")
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/harness-pickle-executed",))
+
+
+def test_resume_never_unpickles_arbitrary_objects(uninterrupted, tmp_path):
+    Path("/tmp/harness-pickle-executed").unlink(missing_ok=True)
+    run, latest = _corrupt_copy(uninterrupted, tmp_path)
+    (latest / "optimizer.bin").write_bytes(pickle.dumps(_Payload()))
+    result = run_cli("--resume", str(run))
+    assert result.returncode == 2 and "cannot be loaded" in result.stderr
+    assert not Path("/tmp/harness-pickle-executed").exists()
+
+
+def test_resume_of_something_that_is_not_a_run(tmp_path):
+    result = run_cli("--resume", str(tmp_path))
+    assert result.returncode == 2
+    expected = f"error: --resume {tmp_path} is not a run directory (no run.json); pass one from runs/"
+    assert result.stderr.strip() == expected
+
+
+def test_non_finite_loss_stops_at_once_naming_the_step(tmp_path):
+    result = run_cli("--recipe", "baseline", "--budget", "smoke", "--set", "lr=1e30", "--workers", "0",
+                     "--output", str(tmp_path))
+    assert result.returncode == 2
+    assert "training loss became" in result.stderr and "at epoch 1, step " in result.stderr
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_disk_full_while_checkpointing_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
+    real_save, calls = train_module.save_checkpoint, []
+
+    def save_then_fill_the_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_fill_the_disk)
+    assert main(["--recipe", "baseline", *SMOKE, "--output", str(tmp_path)]) == 2
+    assert "error: [Errno 28] No space left on device" in capsys.readouterr().err
+    run = run_dir_of(tmp_path)
+    (kept,) = complete_checkpoints(run)
+    assert json.loads((kept / PROGRESS).read_text())["epoch"] == 1
+    assert not (run / "summary.json").exists()
