@@ -76,6 +76,31 @@ def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_on
     assert sum(map(sum, summary["confusion_matrix"])) == 100
     assert not any(line.startswith("aug_repeats") for line in summary["fidelity"])
 
+    # The same final weights evaluated by one process give the same metrics.
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from harness.build import build_model, build_transforms
+    from harness.checkpoint import complete_checkpoints
+    from harness.data import build_datasets, first, make_loader
+    from harness.engine import evaluate
+    from recipes import Recipe
+
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    saved = json.loads((run / "recipe.json").read_text())
+    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "reference"},
+                    reference=None)
+    _, eval_tf = build_transforms(recipe, channels=1)
+    _, eval_set, classes = build_datasets("digits", None, False, None, eval_tf)
+    model = build_model(recipe, classes)
+    model.load_state_dict(load_file(str(complete_checkpoints(run)[-1] / "model.safetensors")))
+    loader = make_loader(first(eval_set, 100), 32, False, 0, 0, False)
+    single = evaluate(Accelerator(cpu=True), model, loader, classes)
+    assert single["eval_samples"] == 100
+    assert single["eval_top1"] == summary["eval_top1"] and single["eval_top5"] == summary["eval_top5"]
+    assert single["confusion_matrix"] == summary["confusion_matrix"]
+    assert single["eval_loss"] == pytest.approx(summary["eval_loss"], rel=1e-5)
+
 
 @pytest.mark.parametrize("name", list_recipes())
 def test_every_recipe_runs_at_the_smoke_budget(name, tmp_path):
