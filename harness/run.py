@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=2, metavar="K", help="complete checkpoints to keep (default 2)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe or seed")
+    p.add_argument("--pretrained-file", type=Path, help="start from these weights (safetensors or weights-only)")
+    p.add_argument("--save-weights", type=Path, help="write the final weights here as safetensors")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes")
     return p
@@ -73,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action.default = argparse.SUPPRESS
     given = vars(parser.parse_args(argv))
     merged = {**vars(build_parser().parse_args([])), **saved, **given}
-    for key in ("data_dir", "output"):
+    for key in ("data_dir", "output", "pretrained_file", "save_weights"):
         merged[key] = Path(merged[key]) if merged[key] is not None else None
     return argparse.Namespace(**merged)
 
@@ -132,6 +134,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     recipe = apply_overrides(recipe, overrides)
+    if args.pretrained_file is not None and not args.pretrained_file.is_file():
+        raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
     recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden="lr" in overrides)
     if lr_rescale:
         notices.append(
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from harness.build import WeightsError
     from harness.checkpoint import CheckpointError
     from harness.train import train
 
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_deterministic()
     try:
         return train(plan, args)
-    except (ConfigError, DataError, CheckpointError, OSError) as e:
+    except (ConfigError, DataError, CheckpointError, WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

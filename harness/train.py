@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
+from safetensors.torch import save_file
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
@@ -155,9 +156,11 @@ def train(plan, args: argparse.Namespace) -> int:
     extra = [f"train images: first {len(train_set)} of {full_train}"] if len(train_set) < full_train else []
     if len(eval_set) < full_eval:
         extra.append(f"eval images: first {len(eval_set)} of {full_eval}")
+    if args.pretrained_file is not None:
+        extra.append(f"weights: initialised from {args.pretrained_file}")
     differences = fidelity(plan.published, recipe, extra)
 
-    model = build_model(recipe, num_classes)
+    model = build_model(recipe, num_classes, args.pretrained_file)
     optimizer = build_optimizer(recipe, model)
     train_loader = _train_loader(train_set, recipe, accelerator, per_device, args.workers, args.seed)
     eval_loader = make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda())
@@ -260,10 +263,15 @@ def train(plan, args: argparse.Namespace) -> int:
         "lr_rescale": plan.lr_rescale,
         "notices": plan.notices,
         "resumed": plan.resume_dir is not None,
+        "pretrained_file": str(args.pretrained_file) if args.pretrained_file else None,
         "versions": versions(),
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if args.save_weights is not None:
+        weights = accelerator.unwrap_model(model).state_dict()
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(args.save_weights))
+        summary["saved_weights"] = str(args.save_weights)
     atomic_write_json(run_dir / "summary.json", summary)
     record = {**summary, "_run_dir": run_dir.name}
     atomic_write_text(run_dir / "report.md", render_markdown([record]))

@@ -156,3 +156,46 @@ def test_disk_full_while_checkpointing_keeps_earlier_checkpoints(tmp_path, monke
     (kept,) = complete_checkpoints(run)
     assert json.loads((kept / PROGRESS).read_text())["epoch"] == 1
     assert not (run / "summary.json").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_weights(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("weights")
+    weights = out / "baseline.safetensors"
+    args = ["--recipe", "baseline", "--budget", "smoke", "--workers", "0", "--save-weights", str(weights)]
+    assert main([*args, "--output", str(out / "runs")]) == 0
+    return weights
+
+
+def test_saved_weights_start_a_later_run(saved_weights, tmp_path):
+    from safetensors.torch import load_file
+
+    from harness.build import build_model
+    from recipes import get_recipe
+
+    model = build_model(get_recipe("baseline"), 10, saved_weights)
+    assert (model.conv1.weight == load_file(str(saved_weights))["conv1.weight"]).all()
+    result = run_cli("--recipe", "baseline", "--budget", "smoke", "--workers", "0",
+                     "--pretrained-file", str(saved_weights), "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"weights: initialised from {saved_weights}" in only_summary(tmp_path)["fidelity"]
+
+
+def test_pretrained_file_that_is_missing_corrupted_or_a_pickle_is_refused(saved_weights, tmp_path):
+    Path("/tmp/harness-pickle-executed").unlink(missing_ok=True)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(saved_weights.read_bytes()[:5000])
+    trap = tmp_path / "trap.pth"
+    trap.write_bytes(pickle.dumps(_Payload()))
+    cases = {
+        tmp_path / "absent.safetensors": "does not exist",
+        truncated: f"pretrained weights {truncated} cannot be loaded",
+        trap: f"pretrained weights {trap} cannot be loaded",
+    }
+    for path, message in cases.items():
+        result = run_cli("--recipe", "baseline", "--budget", "smoke", "--pretrained-file", str(path),
+                         "--output", str(tmp_path / "runs"))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not Path("/tmp/harness-pickle-executed").exists()
+    assert not list(tmp_path.rglob("summary.json"))
