@@ -14,6 +14,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torchvision import transforms as T
 
+from harness import models  # noqa: F401  (registers the seed reports' architectures with timm)
 from recipes import Recipe
 
 # timm scales LR with the square root of the batch ratio for adaptive optimizers (train.py).
@@ -27,10 +28,11 @@ class WeightsError(Exception):
 def build_model(recipe: Recipe, num_classes: int, pretrained_file: Path | None = None) -> torch.nn.Module:
     """A timm model; `pretrained_file` (safetensors, or a weights-only torch file) replaces hub weights.
 
-    timm drops the file's classifier when its class count differs, so the head starts fresh."""
+    The head always starts fresh, as with hub weights for another label set: timm drops a file's classifier
+    when the declared class count (0 here) differs from the model's."""
     kwargs = {}
     if pretrained_file is not None:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file), "num_classes": 0}
     try:
         with warnings.catch_warnings():
             # torch warns on stderr as it refuses a pickle; the refusal below already says so in one line.
@@ -78,6 +80,8 @@ def build_transforms(recipe: Recipe, channels: int):
         mean=recipe.mean,
         std=recipe.std,
     )
+    if recipe.rotate > 0:
+        train = T.Compose([T.RandomRotation(recipe.rotate), train])
     if channels == 1:
         to_rgb = T.Grayscale(num_output_channels=3)
         train, evaluate = T.Compose([to_rgb, train]), T.Compose([to_rgb, evaluate])
@@ -121,12 +125,19 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_per_epoch: int):
-    """timm scheduler stepped once per optimizer update (`step_update`)."""
+    """timm scheduler stepped once per optimizer update (`step_update`).
+
+    "constant_exp" (constant LR, then multiplied by decay_rate each epoch after the first decay_epochs, as in
+    Keras' LearningRateScheduler example) is timm's multistep schedule with a milestone at every later epoch."""
+    sched, milestones = recipe.sched, None
+    if sched == "constant_exp":
+        sched, milestones = "multistep", list(range(max(1, round(recipe.decay_epochs)), recipe.epochs))
     scheduler, _ = create_scheduler_v2(
         optimizer,
-        sched=recipe.sched,
+        sched=sched,
         num_epochs=recipe.epochs,
         decay_epochs=recipe.decay_epochs,
+        decay_milestones=milestones or (recipe.decay_epochs,),
         decay_rate=recipe.decay_rate,
         min_lr=recipe.min_lr,
         warmup_lr=recipe.warmup_lr,
@@ -135,6 +146,25 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_pe
         updates_per_epoch=updates_per_epoch,
     )
     return scheduler
+
+
+def frozen_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
+    """The parameters a recipe's `freeze` names: "backbone" is every parameter outside the classifier
+    (timm's `get_classifier()`), otherwise comma-separated parameter-name prefixes."""
+    if not spec:
+        return []
+    named = dict(model.named_parameters())
+    if spec == "backbone":
+        head = {id(p) for p in model.get_classifier().parameters()}
+        return [p for p in named.values() if id(p) not in head]
+    chosen: list[torch.nn.Parameter] = []
+    for prefix in (s.strip() for s in spec.split(",")):
+        matched = [p for name, p in named.items() if name == prefix or name.startswith(prefix + ".")]
+        if not matched:
+            top = sorted({name.split(".")[0] for name in named})
+            raise ValueError(f"freeze={prefix!r} names no parameter; top-level parts: {', '.join(top)}")
+        chosen += [p for p in matched if all(p is not q for q in chosen)]
+    return chosen
 
 
 def scaled_lr(lr: float, opt: str, from_batch: int, to_batch: int) -> tuple[float, str]:

@@ -20,7 +20,7 @@ from harness.data import DatasetInfo
 from recipes import NON_SETTING_FIELDS, Recipe, setting_fields
 
 BUDGETS = ("full", "proxy", "smoke")
-SCHEDULERS = ("cosine", "step", "multistep", "tanh", "poly", "plateau")
+SCHEDULERS = ("cosine", "step", "multistep", "tanh", "poly", "plateau", "constant", "constant_exp")
 PROXY_BATCH = 64
 SMOKE_BATCH = 16
 SMOKE_SIZE = 32
@@ -76,14 +76,31 @@ def apply_budget(recipe: Recipe, budget: str, info: DatasetInfo) -> Recipe:
         "batch_size": min(batch, recipe.batch_size),
         "warmup_epochs": _scaled_epochs(recipe.warmup_epochs, recipe.epochs, epochs),
     }
-    if recipe.sched in ("step", "multistep"):
+    if recipe.sched in ("step", "multistep", "constant_exp"):
         changes["decay_epochs"] = max(1, _scaled_epochs(recipe.decay_epochs, recipe.epochs, epochs))
+    if recipe.freeze_epochs >= recipe.epochs:
+        changes["freeze_epochs"] = epochs  # frozen for the whole run stays so
+    elif recipe.freeze_epochs:
+        changes["freeze_epochs"] = _scaled_epochs(recipe.freeze_epochs, recipe.epochs, epochs)
+    if budget == "smoke" and recipe.pretrained:
+        changes["pretrained"] = False  # CI has no hub; the run's fidelity list says so
+    fixed_size = _fixed_input_size(recipe.model)
+    if test_size is not None and fixed_size:
+        test_size = fixed_size
     if test_size is not None:
         # Train and test at one size: a train/test gap like A3's 160/224 helps at ImageNet scale but at
         # 32 px leaves 1x1 feature maps whose statistics differ between the two sizes (measured on digits:
         # 23% top-1 with a 24/32 split against 90%+ at 32/32).
         changes["img_size"] = changes["test_img_size"] = test_size
     return dataclasses.replace(recipe, **changes)
+
+
+def _fixed_input_size(model: str) -> int | None:
+    """The input size of a model that accepts no other (timm's `fixed_input_size`), else None."""
+    cfg = timm.models.get_pretrained_cfg(model)
+    if cfg is None or not cfg.fixed_input_size:
+        return None
+    return cfg.input_size[-1]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -152,6 +169,11 @@ def validate(recipe: Recipe) -> Recipe:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    for key in ("freeze_epochs", "early_stop_patience", "rotate"):
+        if getattr(recipe, key) < 0:
+            raise ConfigError(f"{key} must be zero or positive, got {getattr(recipe, key)}")
+    if recipe.freeze_epochs and not recipe.freeze:
+        raise ConfigError("freeze_epochs is set but freeze names nothing; set freeze=backbone or parameter prefixes")
     if recipe.warmup_epochs >= recipe.epochs and recipe.warmup_epochs > 0:
         raise ConfigError(f"warmup_epochs ({recipe.warmup_epochs}) must be fewer than epochs ({recipe.epochs})")
     return recipe

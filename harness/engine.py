@@ -50,6 +50,33 @@ class Trainer:
     save_every: int = 0
     # on_checkpoint(epoch, steps_done_in_epoch, epoch_loss_sum): called every `save_every` updates
     on_checkpoint: Callable[[int, int, float], None] | None = None
+    # parameters without gradients for the first `freeze_epochs` epochs; the optimizer holds them throughout
+    frozen: list[torch.nn.Parameter] = field(default_factory=list)
+    freeze_epochs: int = 0
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
+    stopped_early_at_epoch: int | None = None
+
+
+def set_frozen(t: Trainer, epoch: int) -> int:
+    """Freeze or release `t.frozen` for this epoch; returns the number of trainable parameters.
+
+    Frozen parameters get no gradient, so every optimizer skips them (no update, no weight decay) and they keep
+    no optimizer state until released. BatchNorm statistics in frozen parts still update, as with PyTorch's
+    `requires_grad_(False)` idiom."""
+    frozen = epoch < t.freeze_epochs
+    for p in t.frozen:
+        p.requires_grad_(not frozen)
+    return sum(p.numel() for p in t.model.parameters() if p.requires_grad)
+
+
+def should_stop_early(history: list[dict], patience: int, min_delta: float) -> bool:
+    """Keras' EarlyStopping on eval loss: no improvement of more than min_delta for `patience` epochs."""
+    if patience <= 0 or len(history) <= patience:
+        return False
+    losses = [row["eval_loss"] for row in history]
+    best_before = min(losses[:-patience])
+    return min(losses[-patience:]) > best_before - min_delta
 
 
 def _progress(accelerator: Accelerator) -> Progress:
@@ -67,19 +94,27 @@ def _progress(accelerator: Accelerator) -> Progress:
 def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int = 0, carried_loss: float = 0.0) -> dict:
     """One epoch; a resumed one starts after its first `start_step` batches, which it does not load."""
     t.model.train()
+    trainable = set_frozen(t, epoch)
     if hasattr(t.train_loader, "set_epoch"):
         t.train_loader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
     total = len(t.train_loader)
-    loader = t.accelerator.skip_first_batches(t.train_loader, start_step) if start_step else t.train_loader
+    loader = t.train_loader
+    if start_step:
+        skip = getattr(t.train_loader, "skip_first_batches", None)  # the in-memory loader skips by itself
+        loader = skip(start_step) if skip else t.accelerator.skip_first_batches(t.train_loader, start_step)
     task = progress.add_task(f"epoch {epoch + 1}", total=total, completed=start_step, info="")
     loss_sum = torch.tensor(carried_loss, device=t.accelerator.device)
+    correct = torch.zeros((), device=t.accelerator.device)
+    seen = torch.zeros((), device=t.accelerator.device)
     steps, timed = start_step, 0
     start = time.perf_counter()
     for images, targets in loader:
+        labels = targets
         if t.mixup is not None:
             images, targets = t.mixup(images, targets)
         with t.accelerator.autocast():
-            loss = t.train_loss(t.model(images), targets)
+            logits = t.model(images)
+            loss = t.train_loss(logits, targets)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(epoch + 1, steps + 1, loss.item())
         t.optimizer.zero_grad(set_to_none=True)
@@ -92,6 +127,9 @@ def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int 
         if t.ema is not None:
             t.ema.update(t.model, step=t.num_updates)
         loss_sum += loss.detach()
+        # Accuracy against the labels before Mixup/CutMix, on the augmented images the model saw.
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        seen += labels.numel()
         steps += 1
         timed += 1
         elapsed = time.perf_counter() - start
@@ -105,8 +143,12 @@ def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int 
             t.on_checkpoint(epoch, steps, t.accelerator.reduce(loss_sum, reduction="mean").item())
     elapsed = time.perf_counter() - start
     mean_loss = t.accelerator.reduce(loss_sum, reduction="mean").item() / max(steps, 1)
+    counts = t.accelerator.reduce(torch.stack([correct, seen]), reduction="sum")
     return {
         "train_loss": mean_loss,
+        # Over the batches trained since this process started the epoch (all of them unless resumed mid-epoch).
+        "train_top1": 100.0 * counts[0].item() / max(counts[1].item(), 1),
+        "trainable_params": trainable,
         "lr": current_lr(t.optimizer),
         "train_time_s": elapsed,
         "train_img_per_s": timed * t.global_batch_size / elapsed if elapsed > 0 else 0.0,
@@ -146,6 +188,8 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader, num_class
         with accelerator.autocast():
             logits = model(images)
         logits, targets = accelerator.gather_for_metrics((logits.float(), targets))
+        real = targets >= 0  # the in-memory loader pads processes to equal batches with label -1
+        logits, targets = logits[real], targets[real]
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
         samples += targets.numel()
         metrics.update(logits, targets)
@@ -176,6 +220,14 @@ def fit(
     last_eval: dict = {}
     with _progress(t.accelerator) as progress:
         for epoch in range(start_epoch, epochs):
+            # Checked before each epoch, so a resumed run that had already stopped stays stopped.
+            if should_stop_early(t.history, t.early_stop_patience, t.early_stop_min_delta):
+                t.stopped_early_at_epoch = epoch
+                if t.accelerator.is_main_process:
+                    progress.console.print(
+                        f"early stop after epoch {epoch}: eval loss has not improved for {t.early_stop_patience} epochs"
+                    )
+                break
             epoch_start = time.perf_counter()
             resume_here = epoch == start_epoch
             train = train_one_epoch(

@@ -29,6 +29,7 @@ from harness.config import (
     validate,
 )
 from harness.data import DATASETS, DataError, check_available, dataset_info
+from harness.memory import LOADERS, unsupported
 from recipes import Recipe, get_recipe, list_recipes
 
 FALLBACK_DATASET = "digits"
@@ -36,7 +37,7 @@ FALLBACK_DATASET = "digits"
 DEFAULT_WORKERS = max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
-RUN_ONLY_OPTIONS = ("resume", "force", "list")  # options that describe this invocation, not the run
+RUN_ONLY_OPTIONS = ("resume", "force", "list", "seeds")  # options that describe this invocation, not the run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="override the global batch size (split across processes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", metavar="S,S,...", help="run once per seed (e.g. 0,1,2), one run directory each")
     p.add_argument("--output", type=Path, default=Path("runs"), help="directory for run records (runs/)")
     p.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also checkpoint every N updates")
@@ -61,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-weights", type=Path, help="write the final weights here as safetensors")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes")
+    p.add_argument(
+        "--loader",
+        choices=LOADERS,
+        default="auto",
+        help="memory: whole split on the device, augmented per batch there; workers: per-image transforms in "
+        "DataLoader workers; auto (default): memory wherever the dataset and the recipe's augmentations allow",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
     return p
 
 
@@ -134,6 +144,10 @@ def plan_run(args: argparse.Namespace) -> Plan:
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     recipe = apply_overrides(recipe, overrides)
+    if args.loader == "memory":
+        reasons = unsupported(recipe, dataset, int(os.environ.get("WORLD_SIZE", "1")))
+        if reasons:
+            raise ConfigError(f"--loader memory cannot run {recipe.name}: {'; '.join(reasons)}; use --loader workers")
     if args.pretrained_file is not None and not args.pretrained_file.is_file():
         raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
     recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden="lr" in overrides)
@@ -146,6 +160,20 @@ def plan_run(args: argparse.Namespace) -> Plan:
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS
     }
     return Plan(published, recipe, dataset, budget, notices, lr_rescale, saved_args, args.resume)
+
+
+def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
+    if text is None:
+        return [seed]
+    if resuming:
+        raise ConfigError("--seeds starts new runs; resume each run directory with --resume alone")
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text} repeats a seed")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         print_recipes()
         return 0
     try:
-        plan = plan_run(args)
-        budget_limits(plan.budget)
+        seeds = parse_seeds(args.seeds, args.seed, args.resume is not None)
+        runs = [argparse.Namespace(**{**vars(args), "seed": seed}) for seed in seeds]
+        plans = [plan_run(run) for run in runs]
+        budget_limits(plans[0].budget)
         from harness.results import check_writable
 
         check_writable(args.output)
@@ -176,11 +206,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.deterministic:
         torch_deterministic()
-    try:
-        return train(plan, args)
-    except (ConfigError, DataError, CheckpointError, WeightsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for plan, run in zip(plans, runs, strict=True):
+        try:
+            status = train(plan, run)
+        except (ConfigError, DataError, CheckpointError, WeightsError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if status:
+            return status
+    if len(seeds) > 1:
+        print(f"{len(seeds)} runs written; mean and spread over the seeds: python -m harness.report {args.output}")
+    return 0
 
 
 def torch_deterministic() -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    TorchDynamoPlugin,
+    broadcast_object_list,
+    set_seed,
+)
 from safetensors.torch import save_file
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
@@ -28,6 +34,7 @@ from harness.build import (
     build_scheduler,
     build_train_loss,
     build_transforms,
+    frozen_parameters,
 )
 from harness.checkpoint import (
     CheckpointError,
@@ -39,8 +46,17 @@ from harness.checkpoint import (
 from harness.config import ConfigError, budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, first, make_loader
 from harness.engine import NonFiniteLoss, Trainer, fit
+from harness.memory import memory_loaders, unsupported
+from harness.plots import write_plots
 from harness.report import render_markdown, rich_table, wide_console
-from harness.results import atomic_write_json, atomic_write_text, new_run_dir, versions, write_metrics
+from harness.results import (
+    atomic_write_json,
+    atomic_write_text,
+    new_run_dir,
+    peak_rss_mb,
+    versions,
+    write_metrics,
+)
 
 
 def _wants_cuda() -> bool:
@@ -48,8 +64,11 @@ def _wants_cuda() -> bool:
     return torch.cuda.is_available() and not forced_cpu
 
 
-def make_accelerator(amp: bool) -> Accelerator:
-    """The recipe decides mixed precision: bf16 where the GPU has it, fp16 otherwise, none on CPU."""
+def make_accelerator(amp: bool, freezes: bool = False, compile_model: bool = False) -> Accelerator:
+    """The recipe decides mixed precision: bf16 where the GPU has it, fp16 otherwise, none on CPU.
+
+    A recipe that freezes parameters for a while needs DDP to tolerate parameters without gradients;
+    `compile_model` has `prepare` wrap the model in torch.compile (inductor)."""
     precision = "no"
     if amp and _wants_cuda():
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -60,6 +79,8 @@ def make_accelerator(amp: bool) -> Accelerator:
         step_scheduler_with_optimizer=False,
         cpu=not _wants_cuda(),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,
     )
 
 
@@ -72,6 +93,13 @@ def set_cpu_threads(accelerator: Accelerator, requested: int | None) -> int:
     threads = requested or max(1, len(os.sched_getaffinity(0)) // local_processes)
     torch.set_num_threads(threads)
     return threads
+
+
+def choose_data_path(requested: str, recipe, dataset: str, world: int) -> str:
+    """'memory' or 'workers'; `--loader memory` on a recipe it cannot run was refused while planning."""
+    if requested == "auto":
+        return "workers" if unsupported(recipe, dataset, world) else "memory"
+    return requested
 
 
 def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, workers: int, seed: int):
@@ -128,7 +156,8 @@ def train(plan, args: argparse.Namespace) -> int:
     wall_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe = plan.recipe
-    accelerator = make_accelerator(recipe.amp)
+    accelerator = make_accelerator(recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile)
+    channels_last = True  # measured faster on CPU too (ResNet-18, 28 px: 749 against 581 img/s)
     cpu_threads = set_cpu_threads(accelerator, args.threads)
     set_seed(args.seed)
     world = accelerator.num_processes
@@ -145,9 +174,11 @@ def train(plan, args: argparse.Namespace) -> int:
         check_resumable(plan.resume_dir, recipe, args.seed, args.force)
 
     info = dataset_info(plan.dataset)
-    train_tf, eval_tf = build_transforms(recipe, info.channels)
+    data_path = choose_data_path(args.loader, recipe, plan.dataset, world)
+    train_tf, eval_tf = build_transforms(recipe, info.channels) if data_path == "workers" else (None, None)
     train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, train_tf, eval_tf)
     full_train, full_eval = len(train_set), len(eval_set)
+    class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
     limits = budget_limits(plan.budget)
     train_set, eval_set = first(train_set, limits.max_train_samples), first(eval_set, limits.max_eval_samples)
     if len(train_set) < recipe.batch_size:
@@ -161,11 +192,24 @@ def train(plan, args: argparse.Namespace) -> int:
     differences = fidelity(plan.published, recipe, extra)
 
     model = build_model(recipe, num_classes, args.pretrained_file)
+    # The optimizer is built before anything is frozen, so it holds every parameter and needs no rebuild later.
     optimizer = build_optimizer(recipe, model)
-    train_loader = _train_loader(train_set, recipe, accelerator, per_device, args.workers, args.seed)
-    eval_loader = make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda())
+    try:
+        frozen = frozen_parameters(model, recipe.freeze)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if data_path == "memory":
+        train_loader, eval_loader = memory_loaders(
+            recipe, train_set, eval_set, per_device, args.seed, accelerator.device, accelerator.process_index, world
+        )
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        train_loader = _train_loader(train_set, recipe, accelerator, per_device, args.workers, args.seed)
+        eval_loader = make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda())
+        model, optimizer, eval_loader = accelerator.prepare(model, optimizer, eval_loader)
     scheduler = build_scheduler(recipe, optimizer, len(train_loader))
-    model, optimizer, eval_loader = accelerator.prepare(model, optimizer, eval_loader)
     mixup = build_mixup(recipe, num_classes)
     trainer = Trainer(
         accelerator=accelerator,
@@ -180,6 +224,10 @@ def train(plan, args: argparse.Namespace) -> int:
         mixup=mixup,
         clip_grad=recipe.clip_grad,
         ema=ModelEmaV3(accelerator.unwrap_model(model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
+        frozen=frozen,
+        freeze_epochs=recipe.freeze_epochs,
+        early_stop_patience=recipe.early_stop_patience,
+        early_stop_min_delta=recipe.early_stop_min_delta,
     )
 
     console = wide_console()
@@ -237,6 +285,9 @@ def train(plan, args: argparse.Namespace) -> int:
         "dataset": plan.dataset,
         "budget": plan.budget,
         "epochs_run": len(trainer.history),
+        "stopped_early_at_epoch": trainer.stopped_early_at_epoch,
+        "train_top1": trainer.history[-1]["train_top1"] if trainer.history else None,
+        "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
         "eval_top1": final["eval_top1"],
         "eval_top5": final["eval_top5"],
         "eval_loss": final["eval_loss"],
@@ -245,6 +296,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "eval_recall": final["eval_recall"],
         "eval_f1": final["eval_f1"],
         "per_class_accuracy": final["per_class_accuracy"],
+        "class_names": class_names,
         "confusion_matrix": final["confusion_matrix"],
         "train_samples": len(train_set),
         # The first epoch carries start-up cost; the median of the rest is the steady speed.
@@ -254,6 +306,10 @@ def train(plan, args: argparse.Namespace) -> int:
         "global_batch_size": recipe.batch_size,
         "per_device_batch_size": per_device,
         "mixed_precision": accelerator.mixed_precision,
+        "data_path": data_path,
+        "channels_last": channels_last,
+        "compiled": args.compile,
+        "peak_rss_mb": peak_rss_mb(),
         "device": str(accelerator.device),
         "cpu_threads_per_process": cpu_threads,
         "seed": args.seed,
@@ -272,9 +328,10 @@ def train(plan, args: argparse.Namespace) -> int:
         weights = accelerator.unwrap_model(model).state_dict()
         save_file({k: v.contiguous() for k, v in weights.items()}, str(args.save_weights))
         summary["saved_weights"] = str(args.save_weights)
+    summary["plots"] = write_plots(run_dir, trainer.history, final["confusion_matrix"], class_names)
     atomic_write_json(run_dir / "summary.json", summary)
     record = {**summary, "_run_dir": run_dir.name}
-    atomic_write_text(run_dir / "report.md", render_markdown([record]))
+    atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
     console.print(rich_table([record]))
     console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
     return 0

@@ -50,6 +50,7 @@ class Recipe:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    rotate: float = 0.0  # degrees of torchvision RandomRotation, 0 = off
     color_jitter: float = 0.0
     aa: str | None = None
     reprob: float = 0.0
@@ -70,7 +71,7 @@ class Recipe:
     filter_bias_and_bn: bool = True
     clip_grad: float | None = None
     batch_size: int = 256
-    # schedule
+    # schedule; for "constant_exp" decay_epochs is the constant phase and decay_rate the factor per later epoch
     sched: str = "cosine"
     epochs: int = 90
     warmup_epochs: int = 0
@@ -78,6 +79,13 @@ class Recipe:
     min_lr: float = 0.0
     decay_epochs: float = 30
     decay_rate: float = 0.1
+    # transfer learning: parameters frozen for the first `freeze_epochs` epochs ("backbone" = all but the
+    # classifier, or comma-separated parameter-name prefixes); freeze_epochs >= epochs keeps them frozen
+    freeze: str = ""
+    freeze_epochs: int = 0
+    # stop when eval loss has not improved by min_delta for `patience` epochs (0 = never)
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
     # precision and averaging
     amp: bool = False
     model_ema: bool = False
@@ -121,4 +129,4 @@ def setting_fields() -> list[str]:
 
 def _load_all() -> None:
     # Importing the recipe modules registers their recipes.
-    from recipes import ablation, baseline, rsb  # noqa: F401
+    from recipes import ablation, baseline, rsb, seeds  # noqa: F401

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.report import load_records, render_markdown
 from harness.run import main
@@ -62,8 +63,8 @@ def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
     row = next(line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| rsb_a3"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:4] == ["rsb_a3", "resnet50", "digits", "smoke"]
-    assert cells[4].startswith("78.10 [1]") and cells[5] == f"{summary['eval_top1']:.2f}"
-    assert cells[6] == "not comparable"
+    assert cells[4].startswith("78.10 [1]") and cells[5] == f"{summary['eval_top1']:.2f} (1)"
+    assert cells[6] == "—" and cells[7] == "not comparable"
 
 
 def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_once(tmp_path):
@@ -99,6 +100,39 @@ def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_on
     assert single["eval_samples"] == 100
     assert single["eval_top1"] == summary["eval_top1"] and single["eval_top5"] == summary["eval_top5"]
     assert single["confusion_matrix"] == summary["confusion_matrix"]
+    assert single["eval_loss"] == pytest.approx(summary["eval_loss"], rel=1e-5)
+
+
+def test_two_process_in_memory_evaluation_counts_each_image_once_and_equals_one_process(tmp_path):
+    result = accelerate_launch(
+        2, "--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--output", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = only_summary(tmp_path)
+    assert summary["data_path"] == "memory" and summary["world_size"] == 2
+    assert summary["eval_samples"] == 100 and sum(map(sum, summary["confusion_matrix"])) == 100
+
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from harness.build import build_model
+    from harness.checkpoint import complete_checkpoints
+    from harness.data import DigitsDataset, first
+    from harness.engine import evaluate
+    from harness.memory import BatchEvalTransform, MemoryLoader, split_tensors
+    from recipes import Recipe
+
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    saved = json.loads((run / "recipe.json").read_text())
+    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "reference"},
+                    reference=None)
+    model = build_model(recipe, 10)
+    model.load_state_dict(load_file(str(complete_checkpoints(run)[-1] / "model.safetensors")))
+    images, labels = split_tensors(first(DigitsDataset(False), 100))
+    loader = MemoryLoader(images, labels, 32, BatchEvalTransform(recipe, torch.device("cpu")), False, 0)
+    single = evaluate(Accelerator(cpu=True), model, loader, 10)
+    assert single["eval_samples"] == 100 and single["confusion_matrix"] == summary["confusion_matrix"]
+    assert single["eval_top1"] == summary["eval_top1"]
     assert single["eval_loss"] == pytest.approx(summary["eval_loss"], rel=1e-5)
 
 

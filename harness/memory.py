@@ -1,0 +1,265 @@
+"""The in-memory data path: a whole split as one uint8 tensor on the training device, augmented a batch at a time.
+
+For datasets that fit in memory (digits, MNIST, Fashion-MNIST, CIFAR) the per-image PIL pipeline is the
+bottleneck, not the model: every image is decoded, cropped, resized and normalised one at a time on CPU
+workers. Here a split is indexed on the device and each batch is augmented there in a few tensor ops:
+
+- rotation is one affine sampling grid per image at the native size; random resized crop, horizontal flip and
+  the resize to the recipe's resolution are a second (`affine_grid` + `grid_sample`), with timm's crop
+  parameters;
+- colour jitter draws torchvision's brightness/contrast/saturation factors per image;
+- normalisation and random erasing (timm's batched `RandomErasing`) follow; batches leave in channels_last.
+
+Evaluation resizes and centre-crops the whole batch with torchvision's tensor functions, as timm's eval
+transform does per image. Mixup/CutMix stay in the training loop, where timm's `Mixup` works on batches.
+Each batch's random draws come from a generator seeded by (seed, epoch, step, rank), so a resumed run sees
+the same augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from timm.data.random_erasing import RandomErasing
+from torch.utils.data import Dataset, Subset
+
+from recipes import Recipe
+
+LOADERS = ("auto", "memory", "workers")
+IN_MEMORY_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+_GRID_MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
+_GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+
+
+def unsupported(recipe: Recipe, dataset: str, world_size: int) -> list[str]:
+    """Why this recipe on this dataset cannot take the in-memory path (empty when it can)."""
+    reasons = []
+    if dataset not in IN_MEMORY_DATASETS:
+        reasons.append(f"dataset {dataset} is read from files (in memory: {', '.join(IN_MEMORY_DATASETS)})")
+    if recipe.aa:
+        reasons.append(f"aa={recipe.aa!r} runs per image (RandAugment/AutoAugment)")
+    if recipe.aug_repeats and world_size > 1:
+        reasons.append("repeated augmentation shards with timm's RepeatAugSampler")
+    return reasons
+
+
+def split_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images as uint8 N x C x H x W, labels as int64) of a torchvision-style in-memory dataset or a Subset."""
+    index = None
+    if isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, torch.as_tensor(list(dataset.indices))
+    data = torch.as_tensor(dataset.data)
+    images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)  # CIFAR arrays are N x H x W x C
+    labels = torch.as_tensor(dataset.targets, dtype=torch.long)
+    if index is not None:
+        images, labels = images[index], labels[index]
+    return images.contiguous(), labels
+
+
+def _uniform(shape, low, high, generator: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device) * (high - low) + low
+
+
+def crop_boxes(n: int, height: int, width: int, scale, ratio, generator, device) -> torch.Tensor:
+    """(top, left, h, w) per image, as timm's RandomResizedCropAndInterpolation.get_params draws them."""
+    attempts = 10
+    area = _uniform((n, attempts), scale[0], scale[1], generator, device) * (height * width)
+    log_ratio = _uniform((n, attempts), math.log(ratio[0]), math.log(ratio[1]), generator, device)
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(area * aspect))
+    h = torch.round(torch.sqrt(area / aspect))
+    fits = (w <= width) & (h <= height)
+    first = torch.argmax(fits.int(), dim=1, keepdim=True)  # the first attempt that fits
+    any_fit = fits.any(dim=1)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    # timm's fallback: the whole image, clamped to the ratio range
+    in_ratio = width / height
+    fw, fh = float(width), float(height)
+    if in_ratio < min(ratio):
+        fh = float(round(fw / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw = float(round(fh * max(ratio)))
+    w = torch.where(any_fit, w, torch.full_like(w, fw))
+    h = torch.where(any_fit, h, torch.full_like(h, fh))
+    u = torch.rand((n, 2), generator=generator, device=device)
+    top = torch.floor(u[:, 0] * (height - h + 1))
+    left = torch.floor(u[:, 1] * (width - w + 1))
+    top = torch.where(any_fit, top, torch.floor((height - h) / 2))
+    left = torch.where(any_fit, left, torch.floor((width - w) / 2))
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def crop_theta(boxes: torch.Tensor, flip: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per image, the map from output to input coordinates (grid_sample's normalised, align_corners=False)
+    that crops `boxes`, resizes them to the output and mirrors the rows where `flip` is set."""
+    top, left, h, w = boxes.unbind(1)
+    zeros = torch.zeros_like(top)
+    sx = (w / width) * torch.where(flip, -1.0, 1.0)
+    cx, cy = -1 + (2 * left + w) / width, -1 + (2 * top + h) / height
+    return torch.stack([torch.stack([sx, zeros, cx], 1), torch.stack([zeros, h / height, cy], 1)], 1)
+
+
+def rotation_theta(angle_deg: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per image, a rotation about the centre in pixel units, as grid_sample's normalised affine map."""
+    rad = torch.deg2rad(angle_deg)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zeros = torch.zeros_like(rad)
+    return torch.stack(
+        [torch.stack([cos, -sin * height / width, zeros], 1), torch.stack([sin * width / height, cos, zeros], 1)], 1
+    )
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[1] == 1:
+        return images
+    weights = images.new_tensor(_GREY_WEIGHTS).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def color_jitter(images: torch.Tensor, strength: float, generator, order: torch.Tensor) -> torch.Tensor:
+    """torchvision's ColorJitter(strength, strength, strength) with factors drawn per image."""
+    n, device = images.shape[0], images.device
+    low, high = max(0.0, 1 - strength), 1 + strength
+    factors = _uniform((3, n, 1, 1, 1), low, high, generator, device)
+    for op in order.tolist():
+        f = factors[op]
+        if op == 0:  # brightness: blend with black
+            images = (images * f).clamp(0, 1)
+        elif op == 1:  # contrast: blend with the mean grey level of the image
+            mean = _grey(images).mean(dim=(1, 2, 3), keepdim=True)
+            images = (f * images + (1 - f) * mean).clamp(0, 1)
+        else:  # saturation: blend with the grey image
+            images = (f * images + (1 - f) * _grey(images)).clamp(0, 1)
+    return images
+
+
+class BatchAugment:
+    """The recipe's per-image training transforms, applied to a uint8 batch on its device."""
+
+    def __init__(self, recipe: Recipe, device: torch.device):
+        self.size = recipe.img_size
+        self.scale, self.ratio = recipe.scale, recipe.ratio
+        self.hflip, self.rotate, self.jitter = recipe.hflip, recipe.rotate, recipe.color_jitter
+        self.mode = _GRID_MODES.get(recipe.interpolation, "bilinear")
+        self.mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
+        self.erase = (
+            RandomErasing(recipe.reprob, mode="const", max_count=1, device=device) if recipe.reprob > 0 else None
+        )
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, channels, height, width = batch.shape
+        device = batch.device
+        images = batch.float() / 255
+        if self.rotate > 0:
+            # torchvision's RandomRotation: nearest neighbour at the native size, corners filled with 0
+            angle = _uniform((n,), -self.rotate, self.rotate, generator, device)
+            theta = rotation_theta(angle, height, width)
+            grid = F.affine_grid(theta, [n, channels, height, width], align_corners=False)
+            images = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        boxes = crop_boxes(n, height, width, self.scale, self.ratio, generator, device)
+        flip = torch.rand(n, generator=generator, device=device) < self.hflip
+        grid = F.affine_grid(crop_theta(boxes, flip, height, width), [n, channels, self.size, self.size],
+                             align_corners=False)
+        # Edge pixels repeat beyond the border, as in PIL's resize.
+        images = F.grid_sample(images, grid, mode=self.mode, padding_mode="border", align_corners=False).clamp(0, 1)
+        if self.jitter > 0:
+            order = torch.randperm(3, generator=generator, device=device)  # torchvision's random order of ops
+            images = color_jitter(images, self.jitter, generator, order)
+        images = normalise(images, self.mean, self.std)
+        if self.erase is not None:
+            images = self.erase(images)
+        return images.contiguous(memory_format=torch.channels_last)
+
+
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Grey images become three equal channels, as the per-image path's Grayscale(3) makes them."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return (images - mean) / std
+
+
+class BatchEvalTransform:
+    """timm's eval transform (resize to size / crop_pct, centre crop, normalise) on a uint8 batch."""
+
+    def __init__(self, recipe: Recipe, device: torch.device):
+        self.size = recipe.test_img_size
+        self.resize_to = math.floor(recipe.test_img_size / recipe.crop_pct)
+        mode = recipe.interpolation if recipe.interpolation in _GRID_MODES else "bilinear"
+        self.interpolation = TF.InterpolationMode(mode)
+        self.mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        images = TF.resize(batch, [self.resize_to], interpolation=self.interpolation, antialias=True)
+        images = TF.center_crop(images, [self.size, self.size])
+        images = images.float() / 255
+        return normalise(images, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+
+
+class MemoryLoader:
+    """Batches of one split held on the device, each process taking every `world`-th image.
+
+    Training shuffles by index each epoch (the order a function of seed and epoch) and drops the last
+    partial batch. Evaluation pads each process to the same number of batches with label -1, which the
+    evaluation drops after gathering, so every image is counted exactly once on any number of processes."""
+
+    def __init__(self, images, labels, batch_size: int, transform, train: bool, seed: int, rank: int = 0,
+                 world: int = 1):
+        self.images, self.labels = images, labels
+        self.batch_size, self.transform, self.train = batch_size, transform, train
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _per_process(self) -> int:
+        n = len(self.labels)
+        return n // self.world if self.train else math.ceil(n / self.world)
+
+    def __len__(self) -> int:
+        per = self._per_process()
+        return per // self.batch_size if self.train else math.ceil(per / self.batch_size)
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.train:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            return order[self.rank :: self.world][: self._per_process()]
+        order = torch.arange(self.rank, n, self.world)
+        return torch.cat([order, order.new_full((self._per_process() - len(order),), -1)])
+
+    def _generator(self, step: int) -> torch.Generator:
+        key = ((self.seed * 1_000_003 + self.epoch) * 1_000_003 + step) * 1_009 + self.rank
+        return torch.Generator(device=self.images.device).manual_seed(key % (2**63))
+
+    def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self._indices().to(self.images.device)
+        for step in range(start, len(self)):
+            idx = indices[step * self.batch_size : (step + 1) * self.batch_size]
+            real = idx >= 0
+            safe = torch.where(real, idx, torch.zeros_like(idx))
+            labels = torch.where(real, self.labels[safe], torch.full_like(idx, -1))
+            yield self.transform(self.images[safe], self._generator(step)), labels
+
+    def __iter__(self):
+        return self.batches(0)
+
+    def skip_first_batches(self, n: int):
+        return self.batches(n)
+
+
+def memory_loaders(recipe: Recipe, train_set: Dataset, eval_set: Dataset, per_device: int, seed: int,
+                   device: torch.device, rank: int, world: int) -> tuple[MemoryLoader, MemoryLoader]:
+    """Train and eval loaders over the two splits, copied once to `device`."""
+    train_images, train_labels = (t.to(device) for t in split_tensors(train_set))
+    eval_images, eval_labels = (t.to(device) for t in split_tensors(eval_set))
+    train = MemoryLoader(train_images, train_labels, per_device, BatchAugment(recipe, device), True, seed, rank, world)
+    evaluate = MemoryLoader(eval_images, eval_labels, per_device, BatchEvalTransform(recipe, device), False, seed,
+                            rank, world)
+    return train, evaluate
