@@ -31,7 +31,7 @@ from recipes import Recipe
 
 LOADERS = ("auto", "memory", "workers")
 IN_MEMORY_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
-_GRID_MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
+_GRID_MODES = ("bilinear", "bicubic", "nearest")  # named as grid_sample and torchvision name them
 _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 
@@ -42,6 +42,8 @@ def unsupported(recipe: Recipe, dataset: str, world_size: int) -> list[str]:
         reasons.append(f"dataset {dataset} is read from files (in memory: {', '.join(IN_MEMORY_DATASETS)})")
     if recipe.aa:
         reasons.append(f"aa={recipe.aa!r} runs per image (RandAugment/AutoAugment)")
+    if recipe.interpolation not in _GRID_MODES:
+        reasons.append(f"interpolation {recipe.interpolation!r} (in memory: {', '.join(_GRID_MODES)})")
     if recipe.aug_repeats and world_size > 1:
         reasons.append("repeated augmentation shards with timm's RepeatAugSampler")
     return reasons
@@ -144,7 +146,7 @@ class BatchAugment:
         self.size = recipe.img_size
         self.scale, self.ratio = recipe.scale, recipe.ratio
         self.hflip, self.rotate, self.jitter = recipe.hflip, recipe.rotate, recipe.color_jitter
-        self.mode = _GRID_MODES.get(recipe.interpolation, "bilinear")
+        self.mode = recipe.interpolation
         self.mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
         self.erase = (
@@ -189,8 +191,7 @@ class BatchEvalTransform:
     def __init__(self, recipe: Recipe, device: torch.device):
         self.size = recipe.test_img_size
         self.resize_to = math.floor(recipe.test_img_size / recipe.crop_pct)
-        mode = recipe.interpolation if recipe.interpolation in _GRID_MODES else "bilinear"
-        self.interpolation = TF.InterpolationMode(mode)
+        self.interpolation = TF.InterpolationMode(recipe.interpolation)
         self.mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
 

@@ -383,8 +383,25 @@ def _run_line(record: dict, link_base: str | None) -> str | None:
     return f"- `{run_dir}` ({'; '.join([seed, *notes])})" + (f": {images}" if images else "")
 
 
+def _hardware(record: dict) -> str | None:
+    """Where a run trained, from its record: device, processes, threads, data path, precision."""
+    if not record.get("device"):
+        return None
+    parts = [f"{record['device']} x {record.get('world_size', 1)} process(es)"]
+    if record.get("cpu_threads_per_process") and str(record["device"]).startswith("cpu"):
+        parts.append(f"{record['cpu_threads_per_process']} CPU threads each")
+    if record.get("data_path"):
+        parts.append(f"{record['data_path']} data path")
+    if record.get("mixed_precision"):
+        parts.append(f"mixed precision {record['mixed_precision']}")
+    return ", ".join(parts)
+
+
 def _detail_lines_for(row: pd.Series, runs: list[dict], link_base: str | None) -> list[str]:
     lines = []
+    hardware = sorted({h for h in map(_hardware, runs) if h})
+    if hardware:
+        lines += [f"Trained on: {'; '.join(hardware)}.", ""]
     metrics = [("precision", row["precision"]), ("recall", row["recall"]), ("F1", row["f1"])]
     recorded = [f"{name} {value:.2f}" for name, value in metrics if not pd.isna(value)]
     if recorded:

@@ -217,3 +217,18 @@ def test_forcing_the_memory_path_on_a_randaugment_recipe_is_refused(tmp_path):
         "(RandAugment/AutoAugment); use --loader workers"
     ]
     assert not any(tmp_path.iterdir())
+
+
+def test_compile_wraps_the_prepared_model_in_torch_compile():
+    from accelerate.state import AcceleratorState
+
+    from harness.train import make_accelerator
+
+    optimized = torch._dynamo.eval_frame.OptimizedModule
+    try:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        assert not isinstance(make_accelerator(amp=False).prepare(torch.nn.Linear(2, 2)), optimized)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        assert isinstance(make_accelerator(amp=False, compile_model=True).prepare(torch.nn.Linear(2, 2)), optimized)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)

@@ -172,6 +172,13 @@ def test_many_classes_show_only_the_weakest():
     assert "| class    | 36    | 73    | 35    |" in text
 
 
+def test_detail_says_where_the_runs_trained():
+    where = {"device": "cpu", "world_size": 2, "cpu_threads_per_process": 1, "data_path": "memory",
+             "mixed_precision": "no", "per_class_accuracy": [90.0, 80.0]}
+    text = render_markdown([record("cnn_fmnist", 85.0, **where)])
+    assert "Trained on: cpu x 2 process(es), 1 CPU threads each, memory data path, mixed precision no." in text
+
+
 def test_per_class_table_uses_the_recorded_class_names():
     names = ["T-shirt/top", "Trouser", "Pullover"]
     text = render_markdown([record("cnn_fmnist", 90.0, per_class_accuracy=[80.0, 99.0, 91.0], class_names=names)])
