@@ -1,21 +1,22 @@
 """PNG figures of a run: loss and accuracy curves per epoch, and the final confusion matrix.
 
 Figures are drawn on a ``matplotlib.figure.Figure`` with its own Agg canvas, never through pyplot, so no
-global backend or figure state is touched and concurrent calls do not share anything. Each PNG is rendered
-to a temporary file in the run directory and moved into place with ``os.replace``, so an interrupted run
-leaves either the previous file or the new one, never a truncated image.
+global backend or figure state is touched and concurrent calls do not share anything. Each PNG is written
+atomically (temporary file, then rename), so an interrupted run leaves either the previous file or the new
+one, never a truncated image.
 """
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from harness.results import atomic_write_bytes
 
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
@@ -35,20 +36,13 @@ def unfreeze_epochs(history: list[dict]) -> list[int]:
 
 
 def _save(figure: Figure, path: Path) -> None:
-    """Render figure as PNG to a temporary sibling of path, then atomically replace path with it."""
-    canvas = FigureCanvasAgg(figure)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Render figure as PNG and write it atomically."""
+    png = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as handle:
-            canvas.print_png(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        FigureCanvasAgg(figure).print_png(png)
     finally:
         figure.clear()
+    atomic_write_bytes(path, png.getvalue())
 
 
 def _series(history: list[dict], key: str) -> list[float]:
