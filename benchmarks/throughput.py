@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from harness.build import build_model, build_optimizer, build_train_loss  # noqa: E402
 from harness.data import build_datasets  # noqa: E402
+from harness.memory import BatchAugment  # noqa: E402
 from harness.results import versions  # noqa: E402
 from recipes import get_recipe  # noqa: E402
 
@@ -128,6 +129,22 @@ def dataloader_pipeline(recipe, steps: int, warmup: int, workers: int, data_dir:
     return _train_steps(model, optimizer, build_train_loss(recipe, False), batches(), steps, warmup, dev.type == "cuda")
 
 
+def augment_seconds(recipe, steps: int, warmup: int) -> float:
+    """Seconds the in-memory path spends augmenting one batch on the device: its share of each training step."""
+    dev = device()
+    augment = BatchAugment(recipe, dev)
+    batch = torch.randint(0, 256, (recipe.batch_size, 1, 28, 28), dtype=torch.uint8, device=dev)
+    generator = torch.Generator(device=dev).manual_seed(0)
+    for _ in range(warmup):
+        augment(batch, generator)
+    _sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        augment(batch, generator)
+    _sync()
+    return (time.perf_counter() - start) / steps
+
+
 def harness_run(size: int, batch: int, loader: str, workers: int, data_dir: Path | None) -> dict:
     """One epoch of the real harness on Fashion-MNIST; its record gives the steady training img/s."""
     with tempfile.TemporaryDirectory() as out:
@@ -173,6 +190,8 @@ def measure(size: int, batch: int, steps: int, warmup: int, workers: int, data_d
     model, harness, loader = rows[0]["img_per_s"], rows[1]["img_per_s"], rows[3]["img_per_s"]
     rows[1]["vs_model_only"] = harness / model
     rows[1]["vs_dataloader"] = harness / loader
+    augment = augment_seconds(recipe, steps, warmup)
+    rows[1]["data_share_pct"] = 100 * augment / (augment + batch / model)
     return rows
 
 
@@ -190,6 +209,8 @@ def render(rows: list[dict], meta: dict) -> str:
                 lambda v: "" if pd.isna(v) else f"{v:.2f}"),
             "harness / DataLoader": frame.get("vs_dataloader", pd.Series(dtype=float)).map(
                 lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+            "augmentation share of a step": frame.get("data_share_pct", pd.Series(dtype=float)).map(
+                lambda v: "" if pd.isna(v) else f"{v:.1f}%"),
             "peak RSS": frame.get("peak_rss_mb", pd.Series(dtype=float)).map(
                 lambda v: "" if pd.isna(v) else f"{v:.0f} MiB"),
         }
