@@ -32,7 +32,6 @@ from recipes import Recipe
 LOADERS = ("auto", "memory", "workers")
 IN_MEMORY_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 _GRID_MODES = ("bilinear", "bicubic", "nearest")  # named as grid_sample and torchvision name them
-_GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 
 def unsupported(recipe: Recipe, dataset: str, world_size: int) -> list[str]:
@@ -115,13 +114,6 @@ def rotation_theta(angle_deg: torch.Tensor, height: int, width: int) -> torch.Te
     )
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images
-    weights = images.new_tensor(_GREY_WEIGHTS).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
-
-
 def color_jitter(images: torch.Tensor, strength: float, generator, order: torch.Tensor) -> torch.Tensor:
     """torchvision's ColorJitter(strength, strength, strength) with factors drawn per image."""
     n, device = images.shape[0], images.device
@@ -132,10 +124,10 @@ def color_jitter(images: torch.Tensor, strength: float, generator, order: torch.
         if op == 0:  # brightness: blend with black
             images = (images * f).clamp(0, 1)
         elif op == 1:  # contrast: blend with the mean grey level of the image
-            mean = _grey(images).mean(dim=(1, 2, 3), keepdim=True)
+            mean = TF.rgb_to_grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
             images = (f * images + (1 - f) * mean).clamp(0, 1)
         else:  # saturation: blend with the grey image
-            images = (f * images + (1 - f) * _grey(images)).clamp(0, 1)
+            images = (f * images + (1 - f) * TF.rgb_to_grayscale(images)).clamp(0, 1)
     return images
 
 
@@ -147,8 +139,8 @@ class BatchAugment:
         self.scale, self.ratio = recipe.scale, recipe.ratio
         self.hflip, self.rotate, self.jitter = recipe.hflip, recipe.rotate, recipe.color_jitter
         self.mode = recipe.interpolation
-        self.mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
+        self.mean = list(recipe.mean)
+        self.std = list(recipe.std)
         self.erase = (
             RandomErasing(recipe.reprob, mode="const", max_count=1, device=device) if recipe.reprob > 0 else None
         )
@@ -178,11 +170,11 @@ class BatchAugment:
         return images.contiguous(memory_format=torch.channels_last)
 
 
-def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """Grey images become three equal channels, as the per-image path's Grayscale(3) makes them."""
     if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    return (images - mean) / std
+        images = TF.grayscale_to_rgb(images)
+    return TF.normalize(images, mean, std)
 
 
 class BatchEvalTransform:
@@ -192,8 +184,8 @@ class BatchEvalTransform:
         self.size = recipe.test_img_size
         self.resize_to = math.floor(recipe.test_img_size / recipe.crop_pct)
         self.interpolation = TF.InterpolationMode(recipe.interpolation)
-        self.mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
+        self.mean = list(recipe.mean)
+        self.std = list(recipe.std)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         images = TF.resize(batch, [self.resize_to], interpolation=self.interpolation, antialias=True)
