@@ -157,7 +157,6 @@ def train(plan, args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe = plan.recipe
     accelerator = make_accelerator(recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile)
-    channels_last = True  # measured faster on CPU too (ResNet-18, 28 px: 749 against 581 img/s)
     cpu_threads = set_cpu_threads(accelerator, args.threads)
     set_seed(args.seed)
     world = accelerator.num_processes
@@ -198,8 +197,7 @@ def train(plan, args: argparse.Namespace) -> int:
         frozen = frozen_parameters(model, recipe.freeze)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # faster on CPU too (ResNet-18, 28 px: 749 vs 581 img/s)
     if data_path == "memory":
         train_loader, eval_loader = memory_loaders(
             recipe, train_set, eval_set, per_device, args.seed, accelerator.device, accelerator.process_index, world
@@ -307,7 +305,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "per_device_batch_size": per_device,
         "mixed_precision": accelerator.mixed_precision,
         "data_path": data_path,
-        "channels_last": channels_last,
+        "channels_last": True,
         "compiled": args.compile,
         "peak_rss_mb": peak_rss_mb(),
         "device": str(accelerator.device),
