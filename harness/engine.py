@@ -56,6 +56,8 @@ class Trainer:
     early_stop_patience: int = 0
     early_stop_min_delta: float = 0.0
     stopped_early_at_epoch: int | None = None
+    # on_log(num_updates, {"train/loss", "train/lr", "train/img_per_s"}): called on every process at each log interval
+    on_log: Callable[[int, dict], None] | None = None
 
 
 def set_frozen(t: Trainer, epoch: int) -> int:
@@ -133,12 +135,18 @@ def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int 
         steps += 1
         timed += 1
         elapsed = time.perf_counter() - start
+        logged = {
+            "train/loss": loss.item(),
+            "train/lr": current_lr(t.optimizer),
+            "train/img_per_s": timed * t.global_batch_size / elapsed,
+        }
         progress.update(
             task,
             advance=1,
-            info=f"loss {loss.item():.4f}  lr {current_lr(t.optimizer):.3g}  "
-            f"{timed * t.global_batch_size / elapsed:.0f} img/s",
+            info=f"loss {logged['train/loss']:.4f}  lr {logged['train/lr']:.3g}  {logged['train/img_per_s']:.0f} img/s",
         )
+        if t.on_log is not None:
+            t.on_log(t.num_updates, logged)
         if t.on_checkpoint and t.save_every and t.num_updates % t.save_every == 0 and steps < total:
             t.on_checkpoint(epoch, steps, t.accelerator.reduce(loss_sum, reduction="mean").item())
     elapsed = time.perf_counter() - start

@@ -1,8 +1,9 @@
-"""Train a registered recipe through accelerate and compare it with the published number.
+"""Train a registered recipe (or a recipe file) through accelerate and compare it with the published number.
 
     accelerate launch harness/run.py --recipe rsb_a3
     python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
-    python harness/run.py --list
+    python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
+    python harness/run.py --list [--recipes-dir DIR]
 """
 
 from __future__ import annotations
@@ -25,44 +26,56 @@ from harness.config import (
     apply_overrides,
     budget_limits,
     parse_overrides,
+    replace,
     rescale_lr,
-    validate,
 )
 from harness.data import DATASETS, DataError, check_available, dataset_info
 from harness.memory import LOADERS, unsupported
-from recipes import Recipe, get_recipe, list_recipes
+from harness.options import OneLineErrorParser, describe_range, int_in_range
+from harness.recipe_files import SUFFIXES, recipe_mapping, recipe_yaml, resolve
+from harness.trackers import parse_log_with
+from recipes import Recipe, list_recipes
 
 FALLBACK_DATASET = "digits"
 # Leave two cores to the training process itself; on a 2-core machine the main process loads data.
 DEFAULT_WORKERS = max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
-RUN_ONLY_OPTIONS = ("resume", "force", "list", "seeds")  # options that describe this invocation, not the run
+# Options that describe this invocation, not the run.
+RUN_ONLY_OPTIONS = ("resume", "force", "list", "seeds", "dump_recipe", "recipes_dir", "schema")
+SEED_MAX = 2**32 - 1  # numpy's seed range
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a published recipe and compare with the reported number.")
-    p.add_argument("--recipe", help="registered recipe name (see --list)")
+    p = OneLineErrorParser(description="Train a published recipe and compare with the reported number.")
+    p.add_argument("--recipe", help=f"registered recipe name (see --list) or a recipe file ({', '.join(SUFFIXES)})")
     p.add_argument("--list", action="store_true", help="list the recipes with their reported numbers")
+    p.add_argument("--recipes-dir", type=Path, help="with --list: also list the recipe files in this folder")
+    p.add_argument("--dump-recipe", type=Path, metavar="FILE.yaml", help="write the resolved recipe here and exit")
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema of a recipe (file) and exit")
+    p.add_argument("--log-with", metavar="TRACKERS", help="tensorboard, wandb, mlflow, ... (comma-separated) or all")
+    p.add_argument("--project", help="tracker project name (default recipe-harness)")
     p.add_argument("--dataset", help=f"train on this dataset instead of the recipe's: {', '.join(DATASETS)}")
     p.add_argument("--data-dir", type=Path, help="where the dataset lives")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--budget", choices=BUDGETS, help="full: as published (default); proxy: short; smoke: CI")
-    p.add_argument("--epochs", type=int, help="override the number of epochs")
-    p.add_argument("--batch-size", type=int, help="override the global batch size (split across processes)")
+    p.add_argument("--epochs", type=int_in_range(1), help="override the number of epochs")
+    p.add_argument(
+        "--batch-size", type=int_in_range(1), help="override the global batch size (split across processes)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0)
     p.add_argument("--seeds", metavar="S,S,...", help="run once per seed (e.g. 0,1,2), one run directory each")
     p.add_argument("--output", type=Path, default=Path("runs"), help="directory for run records (runs/)")
-    p.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also checkpoint every N updates")
-    p.add_argument("--keep", type=int, default=2, metavar="K", help="complete checkpoints to keep (default 2)")
+    p.add_argument("--threads", type=int_in_range(1), help="CPU threads per process (default: cores / local processes)")
+    p.add_argument("--save-every", type=int_in_range(0), default=0, metavar="N", help="also checkpoint every N updates")
+    p.add_argument("--keep", type=int_in_range(1), default=2, metavar="K", help="checkpoints to keep (default 2)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe or seed")
     p.add_argument("--pretrained-file", type=Path, help="start from these weights (safetensors or weights-only)")
     p.add_argument("--save-weights", type=Path, help="write the final weights here as safetensors")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int_in_range(0), default=DEFAULT_WORKERS, help="DataLoader worker processes")
     p.add_argument(
         "--loader",
         choices=LOADERS,
@@ -106,24 +119,25 @@ class Plan:
 
     published: Recipe
     recipe: Recipe
+    published_source: str  # registered name or recipe file of `published`
     dataset: str
     budget: str
     notices: list[str]
     lr_rescale: dict | None
     saved_args: dict
     resume_dir: Path | None
+    log_with: list[str]
 
 
 def plan_run(args: argparse.Namespace) -> Plan:
     if not args.recipe:
         raise ConfigError("--recipe is required; valid recipes: " + ", ".join(list_recipes()))
-    try:
-        published = validate(get_recipe(args.recipe))
-    except KeyError as e:
-        raise ConfigError(e.args[0]) from None
+    resolved = resolve(args.recipe)
+    published, start = resolved.published, resolved.recipe
+    log_with = parse_log_with(args.log_with)
     budget = args.budget or "full"
     notices = []
-    dataset = args.dataset or published.dataset
+    dataset = args.dataset or start.dataset
     dataset_info(dataset)
     try:
         check_available(dataset, args.data_dir, args.download)
@@ -136,7 +150,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
         )
         dataset = FALLBACK_DATASET
     info = dataset_info(dataset)
-    recipe = adapt_to_dataset(dataclasses.replace(published, dataset=dataset), info)
+    recipe = adapt_to_dataset(replace(start, "--dataset", dataset=dataset), info)
     recipe = apply_budget(recipe, budget, info)
     overrides = parse_overrides(args.set)
     if args.epochs is not None:
@@ -150,7 +164,9 @@ def plan_run(args: argparse.Namespace) -> Plan:
             raise ConfigError(f"--loader memory cannot run {recipe.name}: {'; '.join(reasons)}; use --loader workers")
     if args.pretrained_file is not None and not args.pretrained_file.is_file():
         raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
-    recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden="lr" in overrides)
+    # A recipe file that sets its own LR (a dumped run's, already rescaled) keeps it.
+    lr_set = "lr" in overrides or start.lr != published.lr
+    recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden=lr_set)
     if lr_rescale:
         notices.append(
             f"lr rescaled {lr_rescale['published_lr']:.4g} -> {lr_rescale['lr']:.4g} ({lr_rescale['rule']} rule, "
@@ -159,7 +175,10 @@ def plan_run(args: argparse.Namespace) -> Plan:
     saved_args = {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS
     }
-    return Plan(published, recipe, dataset, budget, notices, lr_rescale, saved_args, args.resume)
+    return Plan(
+        published, recipe, resolved.published_source, dataset, budget, notices, lr_rescale, saved_args, args.resume,
+        log_with,
+    )
 
 
 def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
@@ -171,6 +190,9 @@ def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise ConfigError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    out_of_range = [s for s in seeds if not 0 <= s <= SEED_MAX]
+    if out_of_range:
+        raise ConfigError(f"--seeds {text}: seed {out_of_range[0]} is out of range; {describe_range(0, SEED_MAX)}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text} repeats a seed")
     return seeds
@@ -184,11 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             print(e.code, file=sys.stderr)
             return 2
         raise
-    if args.list:
-        from harness.listing import print_recipes
-
-        print_recipes()
-        return 0
+    if args.list or args.schema:
+        return _describe(args)
     try:
         seeds = parse_seeds(args.seeds, args.seed, args.resume is not None)
         runs = [argparse.Namespace(**{**vars(args), "seed": seed}) for seed in seeds]
@@ -196,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         budget_limits(plans[0].budget)
         from harness.results import check_writable
 
+        if args.dump_recipe is not None:
+            return dump_recipe(plans[0], args.dump_recipe)
         check_writable(args.output)
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -216,6 +237,40 @@ def main(argv: list[str] | None = None) -> int:
             return status
     if len(seeds) > 1:
         print(f"{len(seeds)} runs written; mean and spread over the seeds: python -m harness.report {args.output}")
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    """--list (with --recipes-dir) or --schema: print and exit."""
+    if args.schema:
+        from recipes._base import recipe_schema
+
+        print(json.dumps(recipe_schema(), indent=2))
+        return 0
+    from harness.listing import print_recipes
+    from harness.recipe_files import recipe_files
+
+    try:
+        files = recipe_files(args.recipes_dir) if args.recipes_dir is not None else []
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_recipes(files)
+    return 0
+
+
+def dump_recipe(plan: Plan, path: Path) -> int:
+    """Write the planned recipe as a file that re-runs it as it is (a variant of the published recipe)."""
+    from harness.results import atomic_write_text
+
+    if path.suffix not in SUFFIXES:
+        raise ConfigError(f"--dump-recipe {path} must end in {', '.join(SUFFIXES)}")
+    if path.suffix == ".json":
+        text = json.dumps(recipe_mapping(plan.recipe, plan.published_source), indent=2) + "\n"
+    else:
+        text = recipe_yaml(plan.recipe, plan.published_source)
+    atomic_write_text(path, text)
+    print(f"wrote {path}")
     return 0
 
 

@@ -27,6 +27,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
+from harness import trackers
 from harness.build import (
     build_mixup,
     build_model,
@@ -48,6 +49,7 @@ from harness.data import build_datasets, dataset_info, first, make_loader
 from harness.engine import NonFiniteLoss, Trainer, fit
 from harness.memory import memory_loaders, unsupported
 from harness.plots import write_plots
+from harness.recipe_files import recipe_yaml
 from harness.report import render_markdown, rich_table, wide_console
 from harness.results import (
     atomic_write_json,
@@ -64,7 +66,9 @@ def _wants_cuda() -> bool:
     return torch.cuda.is_available() and not forced_cpu
 
 
-def make_accelerator(amp: bool, freezes: bool = False, compile_model: bool = False) -> Accelerator:
+def make_accelerator(
+    amp: bool, freezes: bool = False, compile_model: bool = False, log_with: list[str] | None = None
+) -> Accelerator:
     """The recipe decides mixed precision: bf16 where the GPU has it, fp16 otherwise, none on CPU.
 
     A recipe that freezes parameters for a while needs DDP to tolerate parameters without gradients;
@@ -81,6 +85,9 @@ def make_accelerator(amp: bool, freezes: bool = False, compile_model: bool = Fal
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,
+        # Trackers that need a directory get the run directory once it exists (harness.trackers.start).
+        log_with=log_with or None,
+        project_dir="." if log_with else None,
     )
 
 
@@ -148,6 +155,7 @@ def _shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, re
             run_dir = new_run_dir(args.output, recipe.name, plan.dataset, plan.budget, args.seed)
             atomic_write_json(run_dir / "run.json", plan.saved_args)
         atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
+        atomic_write_text(run_dir / "recipe.yaml", recipe_yaml(recipe, plan.published_source))
         path = [str(run_dir)]
     return Path(broadcast_object_list(path)[0])
 
@@ -156,7 +164,9 @@ def train(plan, args: argparse.Namespace) -> int:
     wall_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe = plan.recipe
-    accelerator = make_accelerator(recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile)
+    accelerator = make_accelerator(
+        recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile, log_with=plan.log_with
+    )
     cpu_threads = set_cpu_threads(accelerator, args.threads)
     set_seed(args.seed)
     world = accelerator.num_processes
@@ -234,6 +244,8 @@ def train(plan, args: argparse.Namespace) -> int:
         for notice in plan.notices:
             console.print(f"[yellow]note:[/] {notice}")
         console.print(f"run directory: {run_dir}")
+    trackers.start(accelerator, run_dir, args.project, recipe)
+    trainer.on_log = trackers.train_logger(accelerator)
 
     start = {"epoch": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "elapsed_s": 0.0}
     if plan.resume_dir is not None:
@@ -260,6 +272,7 @@ def train(plan, args: argparse.Namespace) -> int:
     def on_epoch_end(row: dict, _eval: dict) -> None:
         if accelerator.is_main_process:
             write_metrics(run_dir / "metrics.csv", trainer.history)
+        trackers.log_epoch(accelerator, row, trainer.num_updates)
         checkpoint(row["epoch"], 0, 0.0)
 
     trainer.save_every, trainer.on_checkpoint = args.save_every, checkpoint
@@ -271,6 +284,8 @@ def train(plan, args: argparse.Namespace) -> int:
         if accelerator.is_main_process:
             print(f"error: {e}; the last good checkpoint is kept under {checkpoint_root(run_dir)}", file=sys.stderr)
         return 2
+    finally:
+        trackers.finish(accelerator)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0

@@ -8,94 +8,218 @@ Variants are `dataclasses.replace` of a base recipe, never subclasses.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SCHEDULERS = ("cosine", "step", "multistep", "tanh", "poly", "plateau", "constant", "constant_exp")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
+AA_EXAMPLES = "rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, v0, original"
 
 
-@dataclass(frozen=True)
+def _tuples(value: Any) -> Any:
+    """Lists (from YAML, JSON or a recipe.json) become the tuples the fields hold, nested ones too."""
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+# Strict types (no "1" for 1, no 1 for True); ints still widen to floats. Tuples also accept lists.
+Probability = Annotated[float, Field(ge=0, le=1)]
+Rate = Annotated[float, Field(ge=0, lt=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+Size = Annotated[int, Field(gt=0)]
+Pair = Annotated[tuple[Positive, Positive], BeforeValidator(_tuples)]
+Channels = Annotated[tuple[float, float, float], BeforeValidator(_tuples)]
+PositiveChannels = Annotated[tuple[Positive, Positive, Positive], BeforeValidator(_tuples)]
+Percent = Annotated[float, Field(gt=0, le=100)]
+
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+@dataclass(frozen=True, config=STRICT)
 class Reference:
     """What a publication reported for a recipe, and where it says so."""
 
-    source: str
-    dataset: str
-    top1: float | None = None
-    top5: float | None = None
-    others: tuple[tuple[str, float], ...] = ()
+    source: Annotated[str, Field(min_length=1)]
+    dataset: Annotated[str, Field(min_length=1)]
+    top1: Percent | None = None
+    top5: Percent | None = None
+    others: Annotated[tuple[tuple[str, float], ...], BeforeValidator(_tuples)] = ()
     unverified: bool = False
     note: str = ""
 
 
-@dataclass(frozen=True)
+def _reference(value: Any) -> Any:
+    return Reference(**value) if isinstance(value, dict) else value
+
+
+@dataclass(frozen=True, config=STRICT)
 class Recipe:
-    name: str
-    summary: str
-    reference: Reference
-    tolerance: float = 0.5
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    summary: Annotated[str, Field(min_length=1)]
+    reference: Annotated[Reference, BeforeValidator(_reference)]
+    tolerance: Positive = 0.5
     # model
     model: str = "resnet50"
     pretrained: bool = False
-    drop_rate: float = 0.0
-    drop_path: float = 0.0
+    drop_rate: Rate = 0.0
+    drop_path: Rate = 0.0
     # data and evaluation
-    dataset: str = "imagenet"
-    img_size: int = 224
-    test_img_size: int = 224
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    dataset: Annotated[str, Field(min_length=1)] = "imagenet"
+    img_size: Size = 224
+    test_img_size: Size = 224
+    crop_pct: Annotated[float, Field(gt=0, le=1)] = 0.875
+    interpolation: Literal[INTERPOLATIONS] = "bilinear"
+    mean: Channels = IMAGENET_MEAN
+    std: PositiveChannels = IMAGENET_STD
     # augmentation
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    rotate: float = 0.0  # degrees of torchvision RandomRotation, 0 = off
-    color_jitter: float = 0.0
+    scale: Pair = (0.08, 1.0)
+    ratio: Pair = (3 / 4, 4 / 3)
+    hflip: Probability = 0.5
+    rotate: Annotated[float, Field(ge=0, le=180)] = 0.0  # degrees of torchvision RandomRotation, 0 = off
+    color_jitter: NonNegative = 0.0
     aa: str | None = None
-    reprob: float = 0.0
-    aug_repeats: int = 0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
+    reprob: Probability = 0.0
+    aug_repeats: Count = 0
+    mixup: NonNegative = 0.0
+    cutmix: NonNegative = 0.0
+    mixup_prob: Probability = 1.0
+    mixup_switch_prob: Probability = 0.5
     # loss
-    smoothing: float = 0.0
+    smoothing: Rate = 0.0
     bce_loss: bool = False
-    bce_target_thresh: float | None = None
+    bce_target_thresh: Rate | None = None
     # optimizer; lr is the peak LR at the published global batch_size
     opt: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    lr: Positive = 0.1
+    momentum: Rate = 0.9
+    weight_decay: NonNegative = 1e-4
     filter_bias_and_bn: bool = True
-    clip_grad: float | None = None
-    batch_size: int = 256
+    clip_grad: Positive | None = None
+    batch_size: Size = 256
     # schedule; for "constant_exp" decay_epochs is the constant phase and decay_rate the factor per later epoch
-    sched: str = "cosine"
-    epochs: int = 90
-    warmup_epochs: int = 0
-    warmup_lr: float = 0.0
-    min_lr: float = 0.0
-    decay_epochs: float = 30
-    decay_rate: float = 0.1
+    sched: Literal[SCHEDULERS] = "cosine"
+    epochs: Size = 90
+    warmup_epochs: Count = 0
+    warmup_lr: NonNegative = 0.0
+    min_lr: NonNegative = 0.0
+    decay_epochs: Positive = 30
+    decay_rate: Positive = 0.1
     # transfer learning: parameters frozen for the first `freeze_epochs` epochs ("backbone" = all but the
     # classifier, or comma-separated parameter-name prefixes); freeze_epochs >= epochs keeps them frozen
     freeze: str = ""
-    freeze_epochs: int = 0
+    freeze_epochs: Count = 0
     # stop when eval loss has not improved by min_delta for `patience` epochs (0 = never)
-    early_stop_patience: int = 0
-    early_stop_min_delta: float = 0.0
+    early_stop_patience: Count = 0
+    early_stop_min_delta: NonNegative = 0.0
     # precision and averaging
     amp: bool = False
     model_ema: bool = False
-    model_ema_decay: float = 0.9998
+    model_ema_decay: Rate = 0.9998
     # length of the shortened schedule used by `--budget proxy`
-    proxy_epochs: int = 15
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    proxy_epochs: Size = 15
+    notes: Annotated[tuple[str, ...], BeforeValidator(_tuples)] = ()
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        import timm
+
+        import harness.models  # noqa: F401  (registers the project's own architectures with timm)
+
+        if not timm.is_model(model):
+            raise ValueError("not a timm model; see timm.list_models() for valid names")
+        return model
+
+    @field_validator("opt")
+    @classmethod
+    def _known_optimizer(cls, opt: str) -> str:
+        from timm.optim import list_optimizers
+
+        if opt.lower() not in list_optimizers():
+            raise ValueError(f"not a timm optimizer; valid: {', '.join(list_optimizers())}")
+        return opt
+
+    @field_validator("aa")
+    @classmethod
+    def _timm_parses_aa(cls, aa: str | None) -> str | None:
+        if aa is not None:
+            _parse_auto_augment(aa)
+        return aa
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, pair: tuple[float, float]) -> tuple[float, float]:
+        if pair[0] > pair[1]:
+            raise ValueError("must be an ordered pair (low, high)")
+        return pair
+
+    @field_validator("scale")
+    @classmethod
+    def _area_fraction(cls, pair: tuple[float, float]) -> tuple[float, float]:
+        if pair[1] > 1:
+            raise ValueError("crop area fractions must lie in (0, 1]")
+        return pair
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        if self.freeze_epochs and not self.freeze:
+            raise ValueError("freeze_epochs is set but freeze names nothing; set freeze=backbone or parameter prefixes")
+        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _parse_auto_augment(aa: str) -> None:
+    """Raise ValueError unless timm's create_transform would accept `aa` (same dispatch on the prefix)."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+
+    parse = auto_augment_transform
+    if aa.startswith("rand"):
+        parse = rand_augment_transform
+    elif aa.startswith("augmix"):
+        parse = augment_and_mix_transform
+    try:
+        parse(aa, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except (AssertionError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"timm cannot parse it ({e or 'malformed'}); examples: {AA_EXAMPLES}") from None
+
+
+def recipe_schema() -> dict:
+    """The JSON Schema of a recipe (what a recipe file may hold, with every constraint)."""
+    return TypeAdapter(Recipe).json_schema()
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_message(error: ValidationError) -> str:
+    """pydantic's errors as one line: each names the field, the value given and what is valid."""
+    parts = []
+    for e in error.errors(include_url=False):
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        message = e["msg"].removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        if e["type"] == "unexpected_keyword_argument":
+            parts.append(f"unknown field {field!r}")
+        elif e["type"] == "missing_argument":
+            parts.append(f"{field} is required")
+        elif field:
+            parts.append(f"{field}={_short(e['input'])}: {message}")
+        else:
+            parts.append(message)
+    return "; ".join(parts)
 
 
 # Fields that identify a recipe or carry its evidence rather than a training setting.

@@ -262,7 +262,7 @@ _SEED4_CHOSEN = _chosen(
 )
 _SEED4_MNIST = Recipe(
     name="seed4_mnist_template",
-    summary="",
+    summary="template of the seed 004 experiments (not registered)",
     reference=Reference(source=f"{_SEED4}, MNIST results", dataset="mnist"),
     model="vgg16",
     pretrained=True,

@@ -9,7 +9,7 @@ CASES = {
     "no recipe": ([], "--recipe is required; valid recipes: baseline"),
     "unknown dataset": (["--recipe", "rsb_a3", "--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: digits"),
     "unknown --set key": (["--recipe", "rsb_a3", "--set", "lrr=0.1"], "unknown --set key 'lrr'; valid keys:"),
-    "ill-typed --set": (["--recipe", "rsb_a3", "--set", "epochs=ten"], "epochs takes int"),
+    "ill-typed --set": (["--recipe", "rsb_a3", "--set", "epochs=ten"], "--set: epochs='ten': input should be a valid integer"),
     "missing data dir": (
         ["--recipe", "rsb_a3", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent/fmnist"],
         "--data-dir /nonexistent/fmnist does not exist",

@@ -89,8 +89,7 @@ def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_on
 
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     saved = json.loads((run / "recipe.json").read_text())
-    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "reference"},
-                    reference=None)
+    recipe = Recipe(**saved)  # recipe.json validates back into the recipe that ran
     _, eval_tf = build_transforms(recipe, channels=1)
     _, eval_set, classes = build_datasets("digits", None, False, None, eval_tf)
     model = build_model(recipe, classes)
@@ -124,8 +123,7 @@ def test_two_process_in_memory_evaluation_counts_each_image_once_and_equals_one_
 
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     saved = json.loads((run / "recipe.json").read_text())
-    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "reference"},
-                    reference=None)
+    recipe = Recipe(**saved)  # recipe.json validates back into the recipe that ran
     model = build_model(recipe, 10)
     model.load_state_dict(load_file(str(complete_checkpoints(run)[-1] / "model.safetensors")))
     images, labels = split_tensors(first(DigitsDataset(False), 100))

@@ -1,0 +1,107 @@
+"""Experiment trackers through accelerate: TensorBoard, W&B, MLflow and the others accelerate knows.
+
+The main process logs the resolved recipe as hyper-parameters, the train loss, LR and img/s at each log interval
+(`Trainer.on_log`) and the eval metrics once per epoch. Trackers write under the run directory and offline unless
+configured otherwise: W&B in offline mode (set WANDB_MODE=online to sync), MLflow into a file store in
+RUN_DIR/mlruns (unless MLFLOW_TRACKING_URI is set).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+from harness.config import ConfigError
+from recipes import Recipe
+
+# The PyPI package each tracker needs, for the install command in a refusal.
+PACKAGES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "comet_ml": "comet-ml",
+    "aim": "aim",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+}
+DEFAULT_PROJECT = "recipe-harness"
+
+
+def parse_log_with(text: str | None) -> list[str]:
+    """`--log-with a,b` (or `all`) to tracker names accelerate accepts; unknown or uninstalled ones are refused."""
+    if not text:
+        return []
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    available = [str(t) for t in get_available_trackers()]
+    if "all" in names:
+        if not available:
+            raise ConfigError("--log-with all: no tracker package is installed; pip install tensorboard")
+        return available
+    valid = sorted(LOGGER_TYPE_TO_CLASS)
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ConfigError(f"--log-with: unknown tracker {name!r}; valid: all, {', '.join(valid)}")
+        if name not in available:
+            package = PACKAGES.get(name, name)
+            raise ConfigError(f"--log-with {name}: the {package} package is not installed; pip install {package}")
+    return list(dict.fromkeys(names))
+
+
+def hyper_parameters(recipe: Recipe) -> dict[str, int | float | str | bool]:
+    """The recipe flattened to the scalar values every tracker accepts (TensorBoard's hparams is the strictest)."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in recipe.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            name = f"{key}.{sub}" if sub else key
+            flat[name] = v if isinstance(v, int | float | str | bool) else str(v)
+    return flat
+
+
+def start(accelerator: Accelerator, run_dir: Path, project: str | None, recipe: Recipe) -> None:
+    """Point the trackers at the run directory and open them with the recipe as hyper-parameters."""
+    if not accelerator.log_with:
+        return
+    # The run directory is created after the Accelerator, so the logging directory is set here.
+    accelerator.project_configuration.project_dir = str(run_dir)
+    accelerator.project_configuration.logging_dir = str(run_dir)
+    init_kwargs = {
+        "wandb": {"dir": str(run_dir), "name": run_dir.name, "mode": os.environ.get("WANDB_MODE", "offline")},
+        "mlflow": {
+            "logging_dir": os.environ.get("MLFLOW_TRACKING_URI", str(run_dir / "mlruns")),
+            "run_name": run_dir.name,
+        },
+    }
+    accelerator.init_trackers(project or DEFAULT_PROJECT, config=hyper_parameters(recipe), init_kwargs=init_kwargs)
+
+
+def train_logger(accelerator: Accelerator):
+    """The `Trainer.on_log` callback: (num_updates, {"train/loss": ..., "train/lr": ..., "train/img_per_s": ...})."""
+    if not accelerator.log_with:
+        return None
+
+    def on_log(num_updates: int, values: dict) -> None:
+        accelerator.log(values, step=num_updates)
+
+    return on_log
+
+
+def log_epoch(accelerator: Accelerator, row: dict, num_updates: int) -> None:
+    """The eval metrics of one epoch, at the update count the epoch ended on."""
+    if not accelerator.log_with:
+        return
+    values = {"epoch": row["epoch"], "train/epoch_loss": row["train_loss"]}
+    values.update({f"eval/{k.removeprefix('eval_')}": row[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
+    if "eval_top1_ema" in row:
+        values["eval/top1_ema"] = row["eval_top1_ema"]
+    accelerator.log(values, step=num_updates)
+
+
+def finish(accelerator: Accelerator) -> None:
+    if accelerator.log_with:
+        accelerator.end_training()
