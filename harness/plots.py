@@ -107,3 +107,30 @@ def write_plots(
         _save(_confusion(confusion, class_names), run_dir / CONFUSION)
         written["confusion"] = CONFUSION
     return written
+
+
+COMPARISON = "comparison.png"
+
+
+def _comparison(groups: list[dict]) -> Figure:
+    """Horizontal bars: each group's measured top-1 mean with its standard deviation, the reported number beside."""
+    figure = Figure(figsize=(9, 1.2 + 0.55 * len(groups)), layout="constrained")
+    ax = figure.subplots()
+    rows = list(range(len(groups)))[::-1]  # first group on top
+    means = [g["mean"] for g in groups]
+    spread = [0.0 if math.isnan(g["std"]) else g["std"] for g in groups]
+    ax.barh(rows, means, xerr=spread, capsize=3, color="tab:blue", alpha=0.8, label="measured mean ± std")
+    reported = [(row, g["reported"]) for row, g in zip(rows, groups, strict=True) if not math.isnan(g["reported"])]
+    if reported:
+        ax.scatter([v for _, v in reported], [r for r, _ in reported], marker="D", color="black", zorder=3,
+                   label="reported")
+    ax.set_yticks(rows, [g["label"] for g in groups], fontsize=8)
+    ax.set(xlabel="top-1 (%)", xlim=(0, 100), title="measured vs reported top-1")
+    ax.grid(axis="x", alpha=0.3)
+    figure.legend(loc="outside lower center", ncol=2, fontsize=8)
+    return figure
+
+
+def write_comparison_chart(path: Path, groups: list[dict]) -> None:
+    """Write the comparison chart of `groups` (label, mean, std, reported; NaN where absent) atomically as PNG."""
+    _save(_comparison(groups), Path(path))

@@ -10,7 +10,10 @@ from the published setting, the ablation ladder (baseline -> cosine -> mixup_cut
 at least two of its steps ran on the same dataset and budget, and per-group detail (macro precision,
 recall and F1, per-class accuracy, early stopping, plots).
 
-Usage: python -m harness.report RUNS_DIR [--out FILE] [--format md|csv|json] [--readme README.md]
+It also draws the comparison chart (RUNS_DIR/comparison.png, or --chart FILE): each group's measured top-1 mean
+with its spread beside the reported number.
+
+Usage: python -m harness.report RUNS_DIR [--out FILE] [--format md|csv|json] [--readme README.md] [--chart FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from harness.plots import COMPARISON, write_comparison_chart
 from harness.results import atomic_write_text
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -78,6 +82,12 @@ MAX_CLASS_COLUMNS = 20
 WEAKEST_CLASSES = 10
 REQUIRED_KEYS = ("recipe", "model", "dataset", "budget", "eval_top1", "reference")
 DASH = "—"
+CHART_CAPTION = (
+    "Bars: measured top-1 mean over a group's runs, whiskers one standard deviation; diamonds: the reported "
+    "number. * marks a group that differs from the published setting (not comparable)."
+)
+# Differences the console table shows under a "not comparable" row; the rest are in each run's summary.json.
+CONSOLE_DIFFERENCES = 3
 
 
 # --------------------------------------------------------------------------- loading
@@ -440,13 +450,36 @@ def render_markdown(records: list[dict], link_base: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def rich_table(records: list[dict]) -> Table:
+def chart_groups(frame: pd.DataFrame) -> list[dict]:
+    """What the comparison chart draws per group: a label, the measured mean and spread, the reported number."""
+    return [
+        {
+            "label": f"{_group_label(row)} (n={row['n']})" + (" *" if row["verdict"] == "not comparable" else ""),
+            "mean": float(row["mean"]),
+            "std": float(row["std"]),
+            "reported": float(row["reported"]),
+        }
+        for _, row in frame.iterrows()
+    ]
+
+
+def rich_table(records: list[dict], differences_shown: int = CONSOLE_DIFFERENCES) -> Table:
+    """The comparison table; under a "not comparable" row, its first few differences and where the rest are."""
     table = Table(title="measured vs reported")
-    shown = table_frame(comparison_frame(records))
+    frame = comparison_frame(records)
+    shown = table_frame(frame)
     for column in shown.columns:
         table.add_column(column)
-    for row in shown.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
+    blank = [""] * (len(shown.columns) - 1)
+    for (_, row), cells in zip(frame.iterrows(), shown.itertuples(index=False), strict=True):
+        table.add_row(*[str(v) for v in cells])
+        if row["verdict"] != "not comparable":
+            continue
+        for line in row["fidelity"][:differences_shown]:
+            table.add_row(f"  {line}", *blank, style="dim")
+        rest = len(row["fidelity"]) - differences_shown
+        if rest > 0:
+            table.add_row(f"  ... {rest} more in summary.json (fidelity)", *blank, style="dim italic")
     return table
 
 
@@ -529,14 +562,21 @@ def _parser() -> argparse.ArgumentParser:
         help="md: the Markdown report (default); csv, json: the comparison table's data, one row per group",
     )
     parser.add_argument("--readme", type=Path, help="replace the Markdown between the results markers of this file")
+    parser.add_argument(
+        "--chart", type=Path, help=f"where to write the comparison chart (default RUNS_DIR/{COMPARISON})"
+    )
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
     records = _load(args.runs_dir)
+    chart = args.chart or args.runs_dir / COMPARISON
     readme = None
     if args.readme:
-        readme = _readme_text(args.readme, render_markdown(records, _relative(args.runs_dir, args.readme.parent)))
+        # The README's results section opens with the chart.
+        picture = f"![measured vs reported top-1]({_relative(chart, args.readme.parent)})\n\n{CHART_CAPTION}\n\n"
+        markdown = render_markdown(records, _relative(args.runs_dir, args.readme.parent))
+        readme = _readme_text(args.readme, picture + markdown)
     if args.format == "md":
         printed = render_markdown(records)
         written = render_markdown(records, _relative(args.runs_dir, args.out.parent)) if args.out else printed
@@ -544,6 +584,7 @@ def _run(args: argparse.Namespace) -> None:
         frame = comparison_frame(records)
         printed = written = frame_csv(frame) if args.format == "csv" else frame_json(frame)
     try:
+        write_comparison_chart(chart, chart_groups(comparison_frame(records)))
         if args.out:
             atomic_write_text(args.out, written)
         if readme is not None:
@@ -552,6 +593,7 @@ def _run(args: argparse.Namespace) -> None:
         raise InputError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     if args.format == "md":
         wide_console().print(rich_table(records))
+        print(f"chart: {chart}")
     print(printed, end="\n" if args.format == "md" else "")
 
 
