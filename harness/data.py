@@ -6,6 +6,7 @@ expanded to three channels by the transforms (torchvision's Grayscale(3)), as th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -14,11 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from torchvision import datasets as tvd
 from torchvision.datasets.utils import extract_archive
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# A split with more undecodable images than this fraction stops the run; fewer are skipped and listed.
+UNREADABLE_LIMIT = 0.001
+UNREADABLE_LOG = "unreadable.txt"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recipe-harness"
 
 
@@ -197,8 +201,8 @@ def build_datasets(name: str, data_dir: Path | None, download: bool, train_tf, e
     root = _folder_root(data_dir, name)
     for split in ("train", "val"):
         _check_folder(root / split)
-    train = tvd.ImageFolder(str(root / "train"), train_tf)
-    val = tvd.ImageFolder(str(root / "val"), eval_tf)
+    train = SkippingImageFolder(root / "train", train_tf)
+    val = SkippingImageFolder(root / "val", eval_tf)
     if train.classes != val.classes:
         raise DataError(f"{root}/train and {root}/val hold different class folders")
     return train, val, len(train.classes)
@@ -236,6 +240,68 @@ def _check_folder(split_dir: Path) -> None:
             raise DataError(f"{files[0]} is not a readable image ({type(e).__name__})") from None
 
 
+class SkippingImageFolder(tvd.ImageFolder):
+    """torchvision's ImageFolder that answers an image PIL cannot decode with None and appends its path to
+    `unreadable_log` (one line per failure, from any DataLoader worker or process); `collate_readable` fills the gap."""
+
+    def __init__(self, root: Path, transform=None):
+        super().__init__(str(root), transform)
+        self.split = root.name
+        self.unreadable_log: Path | None = None
+
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except (OSError, SyntaxError, Image.DecompressionBombError):  # what PIL raises for a corrupt file
+            if self.unreadable_log is not None:
+                with open(self.unreadable_log, "a") as log:
+                    log.write(f"{self.split}\t{self.samples[index][0]}\n")
+            return None
+
+
+def collate_readable(batch: list, train: bool):
+    """Collate around the samples that could not be decoded, keeping the batch size (DDP gathers and Mixup's
+    even batches need it): in training a gap is filled with a readable sample of the same batch, in evaluation with
+    a blank image labelled -1, which `evaluate` drops."""
+    readable = [sample for sample in batch if sample is not None]
+    if len(readable) == len(batch):
+        return default_collate(batch)
+    if not readable:
+        raise DataError(f"no image of a batch of {len(batch)} could be decoded; see {UNREADABLE_LOG} in the run dir")
+    filler = readable[0] if train else (torch.zeros_like(readable[0][0]), -1)
+    return default_collate(readable + [filler] * (len(batch) - len(readable)))
+
+
+def log_unreadable_to(datasets: list[Dataset], log: Path) -> None:
+    """Have the image folders among `datasets` (possibly inside a Subset) record undecodable images in `log`."""
+    for dataset in datasets:
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
+        if isinstance(base, SkippingImageFolder):
+            base.unreadable_log = log
+
+
+def unreadable_images(log: Path) -> dict[str, list[str]]:
+    """The undecodable images recorded in `log`, per split, each once."""
+    if not log.is_file():
+        return {}
+    found: dict[str, set[str]] = {}
+    for line in log.read_text().splitlines():
+        split, _, path = line.partition("\t")
+        found.setdefault(split, set()).add(path)
+    return {split: sorted(paths) for split, paths in found.items()}
+
+
+def check_unreadable(log: Path, split_sizes: dict[str, int]) -> None:
+    """Raise DataError naming the images when more than UNREADABLE_LIMIT of a split could not be decoded."""
+    for split, paths in unreadable_images(log).items():
+        size = split_sizes.get(split, 0)
+        if len(paths) > UNREADABLE_LIMIT * size:
+            shown = ", ".join(paths[:5]) + (f" (all {len(paths)} in {log})" if len(paths) > 5 else "")
+            raise DataError(
+                f"{len(paths)} of {size} {split} images cannot be decoded (more than {UNREADABLE_LIMIT:.1%}): {shown}"
+            )
+
+
 def first(dataset: Dataset, n: int | None) -> Dataset:
     """The first n samples of a dataset (all of it when n is None)."""
     if n is None or n >= len(dataset):
@@ -256,4 +322,5 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         generator=generator,
+        collate_fn=functools.partial(collate_readable, train=train),
     )

@@ -10,6 +10,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,7 +46,18 @@ from harness.checkpoint import (
     save_checkpoint,
 )
 from harness.config import ConfigError, budget_limits, fidelity
-from harness.data import build_datasets, dataset_info, first, make_loader
+from harness.data import (
+    UNREADABLE_LOG,
+    DataError,
+    build_datasets,
+    check_unreadable,
+    collate_readable,
+    dataset_info,
+    first,
+    log_unreadable_to,
+    make_loader,
+    unreadable_images,
+)
 from harness.engine import NonFiniteLoss, Trainer, fit
 from harness.memory import memory_loaders, unsupported
 from harness.plots import write_plots
@@ -120,7 +132,7 @@ def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, wo
         )
         loader = DataLoader(
             dataset, batch_size=per_device, sampler=sampler, drop_last=True, num_workers=workers,
-            pin_memory=_wants_cuda(), persistent_workers=workers > 0,
+            pin_memory=_wants_cuda(), persistent_workers=workers > 0, collate_fn=partial(collate_readable, train=True),
         )
         return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0)
     loader = make_loader(dataset, per_device, True, workers, seed, _wants_cuda())
@@ -244,6 +256,7 @@ def train(plan, args: argparse.Namespace) -> int:
         for notice in plan.notices:
             console.print(f"[yellow]note:[/] {notice}")
         console.print(f"run directory: {run_dir}")
+    log_unreadable_to([train_set, eval_set], run_dir / UNREADABLE_LOG)
     trackers.start(accelerator, run_dir, args.project, recipe)
     trainer.on_log = trackers.train_logger(accelerator)
 
@@ -274,6 +287,10 @@ def train(plan, args: argparse.Namespace) -> int:
             write_metrics(run_dir / "metrics.csv", trainer.history)
         trackers.log_epoch(accelerator, row, trainer.num_updates)
         checkpoint(row["epoch"], 0, 0.0)
+        try:
+            check_unreadable(run_dir / UNREADABLE_LOG, {"train": len(train_set), "val": len(eval_set)})
+        except DataError as e:
+            raise DataError(f"{e}; the last checkpoint is kept under {checkpoint_root(run_dir)}") from None
 
     trainer.save_every, trainer.on_checkpoint = args.save_every, checkpoint
     try:
@@ -333,6 +350,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "notices": plan.notices,
         "resumed": plan.resume_dir is not None,
         "pretrained_file": str(args.pretrained_file) if args.pretrained_file else None,
+        "skipped_images": unreadable_images(run_dir / UNREADABLE_LOG),
         "versions": versions(),
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

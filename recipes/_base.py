@@ -27,6 +27,18 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def _values(n: int, what: str):
+    """A before-validator: a list or tuple of exactly n values, as a tuple."""
+
+    def check(value: Any) -> Any:
+        value = _tuples(value)
+        if isinstance(value, tuple) and len(value) != n:
+            raise ValueError(f"expected {n} values ({what}), got {len(value)}")
+        return value
+
+    return BeforeValidator(check)
+
+
 # Strict types (no "1" for 1, no 1 for True); ints still widen to floats. Tuples also accept lists.
 Probability = Annotated[float, Field(ge=0, le=1)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
@@ -34,9 +46,9 @@ NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
 Size = Annotated[int, Field(gt=0)]
-Pair = Annotated[tuple[Positive, Positive], BeforeValidator(_tuples)]
-Channels = Annotated[tuple[float, float, float], BeforeValidator(_tuples)]
-PositiveChannels = Annotated[tuple[Positive, Positive, Positive], BeforeValidator(_tuples)]
+Pair = Annotated[tuple[Positive, Positive], _values(2, "low, high")]
+Channels = Annotated[tuple[float, float, float], _values(3, "one per RGB channel")]
+PositiveChannels = Annotated[tuple[Positive, Positive, Positive], _values(3, "one per RGB channel")]
 Percent = Annotated[float, Field(gt=0, le=100)]
 
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -213,7 +225,7 @@ def validation_message(error: ValidationError) -> str:
         message = message[:1].lower() + message[1:]
         if e["type"] == "unexpected_keyword_argument":
             parts.append(f"unknown field {field!r}")
-        elif e["type"] == "missing_argument":
+        elif e["type"] in ("missing", "missing_argument"):
             parts.append(f"{field} is required")
         elif field:
             parts.append(f"{field}={_short(e['input'])}: {message}")

@@ -7,9 +7,13 @@ from tests.conftest import run_cli
 CASES = {
     "unknown recipe": (["--recipe", "rsb_a4"], "unknown recipe 'rsb_a4'; valid recipes: baseline"),
     "no recipe": ([], "--recipe is required; valid recipes: baseline"),
+    "unknown budget": (
+        ["--recipe", "rsb_a3", "--budget", "huge"],
+        "error: argument --budget: invalid choice 'huge' (choose from full, proxy, smoke); see --help",
+    ),
     "unknown dataset": (["--recipe", "rsb_a3", "--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: digits"),
     "unknown --set key": (["--recipe", "rsb_a3", "--set", "lrr=0.1"], "unknown --set key 'lrr'; valid keys:"),
-    "ill-typed --set": (["--recipe", "rsb_a3", "--set", "epochs=ten"], "--set: epochs='ten': input should be a valid integer"),
+    "ill-typed --set": (["--recipe", "rsb_a3", "--set", "epochs=ten"], "epochs='ten': input should be a valid integer"),
     "missing data dir": (
         ["--recipe", "rsb_a3", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent/fmnist"],
         "--data-dir /nonexistent/fmnist does not exist",
