@@ -70,12 +70,12 @@ def start(accelerator: Accelerator, run_dir: Path, project: str | None, recipe: 
     # The run directory is created after the Accelerator, so the logging directory is set here.
     accelerator.project_configuration.project_dir = str(run_dir)
     accelerator.project_configuration.logging_dir = str(run_dir)
+    if "mlflow" in {str(t) for t in accelerator.log_with}:
+        # accelerate passes its directory to MLflow only as the artifact location; the store itself is the URI.
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").resolve().as_uri())
     init_kwargs = {
         "wandb": {"dir": str(run_dir), "name": run_dir.name, "mode": os.environ.get("WANDB_MODE", "offline")},
-        "mlflow": {
-            "logging_dir": os.environ.get("MLFLOW_TRACKING_URI", str(run_dir / "mlruns")),
-            "run_name": run_dir.name,
-        },
+        "mlflow": {"logging_dir": str(run_dir / "mlruns"), "run_name": run_dir.name},
     }
     accelerator.init_trackers(project or DEFAULT_PROJECT, config=hyper_parameters(recipe), init_kwargs=init_kwargs)
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.report import comparison_frame, ladder_frames, load_records, main, render_markdown, table_frame
+from harness.report import (
+    comparison_frame,
+    ladder_frames,
+    load_records,
+    main,
+    render_markdown,
+    rich_table,
+    table_frame,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "report.md"
 
@@ -238,7 +246,11 @@ def test_markdown_out_and_readme_link_plots_from_where_they_are_written(tmp_path
     assert main([str(runs), "--out", str(out), "--readme", str(readme)]) == 0
     assert "![curves](../benchmarks/results/rsb_a3-digits-proxy-seed0/curves.png)" in out.read_text()
     text = readme.read_text()
-    assert text.startswith("intro\n<!-- results:start -->\n| recipe ")
+    assert text.startswith(
+        "intro\n<!-- results:start -->\n![measured vs reported top-1](benchmarks/results/comparison.png)\n"
+    )
+    assert (runs / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert "\n| recipe " in text
     assert text.endswith("<!-- results:end -->\noutro\n")
     assert "old table" not in text
     assert "![curves](benchmarks/results/rsb_a3-digits-proxy-seed0/curves.png)" in text
@@ -310,3 +322,29 @@ if __name__ == "__main__":
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(golden_text())
     print(f"wrote {GOLDEN}")
+
+
+def test_chart_groups_carry_each_groups_mean_spread_and_reported_number():
+    from harness.report import chart_groups
+
+    records = [record("rsb_a3", 77.0, 78.1), record("rsb_a3", 79.0, 78.1, seed=1),
+               record("cosine", 80.0, fidelity=["epochs: 100 -> 2"])]
+    groups = chart_groups(comparison_frame(records))
+    by_label = {g["label"]: g for g in groups}
+    a3 = by_label["rsb_a3 · resnet50 · digits · proxy (n=2)"]
+    assert (a3["mean"], a3["reported"]) == (78.0, 78.1) and a3["std"] == pytest.approx(2**0.5)
+    assert math.isnan(by_label["cosine · resnet50 · digits · proxy (n=1)"]["reported"])
+
+
+def test_console_table_lists_a_not_comparable_rows_first_differences_and_where_the_rest_are():
+    from rich.console import Console
+
+    fidelity = [f"setting_{i}: {i} -> {i + 1}" for i in range(5)]
+    console = Console(width=250, record=True)
+    console.print(rich_table([record("rsb_a3", 90.0, 78.1, fidelity=fidelity)]))
+    lines = console.export_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if "not comparable" in line)
+    assert [line.split("│")[1].strip() for line in lines[row + 1 : row + 5]] == [
+        *fidelity[:3],
+        "... 2 more in summary.json (fidelity)",
+    ]
