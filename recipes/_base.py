@@ -3,6 +3,10 @@
 Field names follow timm's `train.py` flags so a recipe feeds timm's factories directly.
 Every value the publication sets is set explicitly; nothing is inherited from a library default.
 Variants are `dataclasses.replace` of a base recipe, never subclasses.
+
+The dataclasses are pydantic's: each field declares its type and range once, here, and every construction
+(registry, recipe file, `dataclasses.replace` for a budget or a `--set`) checks them. Validators reach into timm
+only where a constraint needs it (a known model or optimizer, an augmentation string timm parses).
 """
 
 from __future__ import annotations

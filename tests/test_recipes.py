@@ -85,3 +85,16 @@ def test_ablation_steps_change_only_what_their_step_names():
     changed = {f.name for f in dataclasses.fields(Recipe) if getattr(cos, f.name) != getattr(mix, f.name)}
     assert changed == {"name", "summary", "mixup", "cutmix", "notes"}
     assert cos.reference.top1 is None and mix.reference.top1 is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_budget_on_every_dataset_still_satisfies_the_constraints(name):
+    from harness.config import adapt_to_dataset, apply_budget, replace
+    from harness.data import DATASETS, dataset_info
+
+    for dataset in DATASETS:
+        info = dataset_info(dataset)
+        adapted = adapt_to_dataset(replace(get_recipe(name), "--dataset", dataset=dataset), info)
+        for budget in ("full", "proxy", "smoke"):
+            resolved = apply_budget(adapted, budget, info)  # re-validated by dataclasses.replace, or ConfigError
+            assert resolved.warmup_epochs < resolved.epochs or resolved.warmup_epochs == 0
