@@ -70,8 +70,23 @@ def test_a_file_with_its_own_reference_runs_and_renders_its_own_row(tmp_path, ca
     listing = capsys.readouterr().out
     assert "my_paper" in listing and "97.5" in listing and "small_cnn" in listing
     out = tmp_path / "runs"
-    assert main(["--recipe", str(folder / "paper.yaml"), "--epochs", "1", "--budget", "smoke", "--workers", "0",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                str(folder / "paper.yaml"),
+                "--epochs",
+                "1",
+                "--budget",
+                "smoke",
+                "--workers",
+                "0",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = only_summary(out)
     assert summary["recipe"] == "my_paper" and summary["reference"]["top1"] == 97.5
     assert summary["reference"]["source"] == "Doe et al. 2026, Table 2"

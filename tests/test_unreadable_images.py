@@ -28,8 +28,22 @@ def folder_with_a_truncated_jpeg(tmp_path):
 
 
 def _run(root, out, workers):
-    return main(["--recipe", "cnn_fmnist", "--dataset", "folder", "--data-dir", str(root), "--budget", "smoke",
-                 "--workers", str(workers), "--output", str(out)])
+    return main(
+        [
+            "--recipe",
+            "cnn_fmnist",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(root),
+            "--budget",
+            "smoke",
+            "--workers",
+            str(workers),
+            "--output",
+            str(out),
+        ]
+    )
 
 
 def test_a_bad_image_is_skipped_and_named_in_the_summary(folder_with_a_truncated_jpeg, tmp_path, monkeypatch):
