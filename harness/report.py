@@ -78,6 +78,7 @@ MAX_CLASS_COLUMNS = 20
 WEAKEST_CLASSES = 10
 REQUIRED_KEYS = ("recipe", "model", "dataset", "budget", "eval_top1", "reference")
 DASH = "—"
+EVAL_ONLY_MARK = " (evaluation only)"
 
 
 # --------------------------------------------------------------------------- loading
@@ -124,7 +125,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         ref = record.get("reference") or {}
         rows.append(
             {
-                "recipe": record["recipe"],
+                # Weights evaluated without training (--eval-only) form their own row, marked as such.
+                "recipe": record["recipe"] + (EVAL_ONLY_MARK if record.get("eval_only") else ""),
                 "model": record["model"],
                 "dataset": record["dataset"],
                 "budget": record["budget"],
