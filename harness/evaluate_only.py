@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
+from timm.models import split_model_name_tag
 
 from harness.build import build_transforms
 from harness.config import ConfigError, budget_limits, fidelity
@@ -35,9 +36,12 @@ EVAL_FIELDS = ("model", "dataset", "test_img_size", "crop_pct", "interpolation",
 
 
 def evaluation_differences(published, recipe, extra: list[str]) -> list[str]:
-    """The fidelity lines of the evaluation settings only."""
+    """The fidelity lines of the evaluation settings only. A pretrained tag (`resnet50.a3_in1k`) names weights of
+    the published architecture, not another model."""
+    same_arch = split_model_name_tag(published.model)[0] == split_model_name_tag(recipe.model)[0]
+    fields = [f for f in EVAL_FIELDS if not (f == "model" and same_arch)]
     lines = fidelity(published, recipe, [])
-    return [line for line in lines if line.split(":", 1)[0] in EVAL_FIELDS] + extra
+    return [line for line in lines if line.split(":", 1)[0] in fields] + extra
 
 
 def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
@@ -52,8 +56,16 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
     if data_path == "memory":  # the eval half of memory_loaders: the training split stays where it is
         images, labels = (t.to(accelerator.device) for t in split_tensors(eval_set))
         transform = BatchEvalTransform(recipe, accelerator.device)
-        loader = MemoryLoader(images, labels, per_device, transform, False, args.seed, accelerator.process_index,
-                              accelerator.num_processes)
+        loader = MemoryLoader(
+            images,
+            labels,
+            per_device,
+            transform,
+            False,
+            args.seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
     else:
         loader = accelerator.prepare(make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda()))
     return loader, data_path, len(eval_set), full_eval, num_classes, class_names

@@ -127,8 +127,14 @@ def hub_record(model: torch.nn.Module, keep_head: bool) -> dict:
     tag = cfg.get("hf_hub_id") or f"{cfg.get('architecture')}.{cfg.get('tag')}"
     counted = {k for k in model.state_dict() if not k.endswith(OPTIONAL_SUFFIX)}
     fresh = set() if keep_head else counted & head_keys(model)
-    return {"hub": tag, "file": None, "sha256": None, "loaded": len(counted - fresh), "skipped": None,
-            "fresh": len(fresh)}
+    return {
+        "hub": tag,
+        "file": None,
+        "sha256": None,
+        "loaded": len(counted - fresh),
+        "skipped": None,
+        "fresh": len(fresh),
+    }
 
 
 def sha256_of(path: Path) -> str:

@@ -79,8 +79,8 @@ def test_a_file_for_another_architecture_is_refused_before_anything_is_written(t
     _save(build_model(recipe, 10), tmp_path / "cnn.safetensors")
     with pytest.raises(WeightsError, match=r"does not fit lenet5: 8 of 8 backbone tensors missing"):
         model_with_weights(get_recipe("lenet_mnist"), 10, tmp_path / "cnn.safetensors", keep_head=False)
-    result = run_cli("--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "smoke", "--workers", "0",
-                     "--pretrained-file", str(tmp_path / "cnn.safetensors"), "--output", str(tmp_path / "runs"))
+    smoke = ("--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "smoke", "--workers", "0")
+    result = run_cli(*smoke, "--pretrained-file", str(tmp_path / "cnn.safetensors"), "--output", str(tmp_path / "runs"))
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "features.0.weight is (32, 3, 3, 3) in the file, (6, 3, 5, 5) here" in result.stderr
@@ -130,12 +130,14 @@ def test_eval_only_reproduces_a_two_process_runs_final_evaluation_in_two_process
     """Same process count, same per-process batches: the same floats (batch shape and threads change the last
     bits of a CPU convolution, so a 1-process evaluation of 2-process weights agrees to about 1e-7 only)."""
     weights = tmp_path / "cnn.safetensors"
-    saving = accelerate_launch(2, *EVAL_ONLY, "--epochs", "2", "--output", str(tmp_path / "train"),
-                               "--save-weights", str(weights))
+    saving = accelerate_launch(
+        2, *EVAL_ONLY, "--epochs", "2", "--output", str(tmp_path / "train"), "--save-weights", str(weights)
+    )
     assert saving.returncode == 0, saving.stdout + saving.stderr
     trained = only_summary(tmp_path / "train")
-    result = accelerate_launch(2, *EVAL_ONLY, "--eval-only", "--pretrained-file", str(weights),
-                               "--output", str(tmp_path / "eval"))
+    result = accelerate_launch(
+        2, *EVAL_ONLY, "--eval-only", "--pretrained-file", str(weights), "--output", str(tmp_path / "eval")
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = only_summary(tmp_path / "eval")
     assert summary["world_size"] == trained["world_size"] == 2 and summary["eval_samples"] == 100
