@@ -192,3 +192,15 @@ def test_hub_weights_are_evaluated_only_with_a_classifier_for_the_eval_classes()
     wrapped = dataclasses.replace(get_recipe("resnet50_cifar10_transfer"), pretrained=True)
     with pytest.raises(WeightsError, match="no weights with a classifier for resnet50_mlp_head"):
         model_with_weights(wrapped, 1000, None, keep_head=True)
+
+
+def test_an_evaluation_only_row_is_marked_and_can_earn_a_verdict():
+    from harness.report import comparison_frame, render_markdown
+
+    reference = dataclasses.asdict(get_recipe("rsb_a3").reference)
+    base = {"recipe": "rsb_a3", "model": "resnet50", "dataset": "imagenet", "budget": "full", "fidelity": [],
+            "reference": reference, "tolerance": 0.5, "eval_top1": reference["top1"] - 0.2}
+    frame = comparison_frame([{**base, "eval_only": True}, {**base, "fidelity": ["epochs: 100 -> 10"]}])
+    verdicts = dict(zip(frame["recipe"], frame["verdict"], strict=True))
+    assert verdicts == {"rsb_a3 (evaluation only)": "reproduced", "rsb_a3": "not comparable"}
+    assert "| rsb_a3 (evaluation only) " in render_markdown([{**base, "eval_only": True}])
