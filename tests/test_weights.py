@@ -198,8 +198,16 @@ def test_an_evaluation_only_row_is_marked_and_can_earn_a_verdict():
     from harness.report import comparison_frame, render_markdown
 
     reference = dataclasses.asdict(get_recipe("rsb_a3").reference)
-    base = {"recipe": "rsb_a3", "model": "resnet50", "dataset": "imagenet", "budget": "full", "fidelity": [],
-            "reference": reference, "tolerance": 0.5, "eval_top1": reference["top1"] - 0.2}
+    base = {
+        "recipe": "rsb_a3",
+        "model": "resnet50",
+        "dataset": "imagenet",
+        "budget": "full",
+        "fidelity": [],
+        "reference": reference,
+        "tolerance": 0.5,
+        "eval_top1": reference["top1"] - 0.2,
+    }
     frame = comparison_frame([{**base, "eval_only": True}, {**base, "fidelity": ["epochs: 100 -> 10"]}])
     verdicts = dict(zip(frame["recipe"], frame["verdict"], strict=True))
     assert verdicts == {"rsb_a3 (evaluation only)": "reproduced", "rsb_a3": "not comparable"}
