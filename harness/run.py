@@ -164,7 +164,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
         raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
     if args.eval_only:
         check_eval_only(args, recipe)
-    recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden="lr" in overrides)
+    # An evaluation trains nothing, so its learning rate is left as published.
+    recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden="lr" in overrides or args.eval_only)
     if lr_rescale:
         notices.append(
             f"lr rescaled {lr_rescale['published_lr']:.4g} -> {lr_rescale['lr']:.4g} ({lr_rescale['rule']} rule, "
