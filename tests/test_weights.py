@@ -212,3 +212,20 @@ def test_an_evaluation_only_row_is_marked_and_can_earn_a_verdict():
     verdicts = dict(zip(frame["recipe"], frame["verdict"], strict=True))
     assert verdicts == {"rsb_a3 (evaluation only)": "reproduced", "rsb_a3": "not comparable"}
     assert "| rsb_a3 (evaluation only) " in render_markdown([{**base, "eval_only": True}])
+
+
+class TrainingConfig:
+    """An object a training script might pickle beside its weights; weights-only loading never builds it."""
+
+
+@pytest.mark.parametrize("nest", ["state_dict_ema", "model"])
+def test_a_model_prefixed_nested_torch_file_loads_and_a_pickled_object_is_refused(nest, tmp_path):
+    recipe = get_recipe("cnn_fmnist")
+    source = build_model(recipe, 10).state_dict()
+    torch.save({nest: {f"model.{k}": v for k, v in source.items()}, "epoch": 3}, tmp_path / "w.pth")
+    model, record = model_with_weights(recipe, 10, tmp_path / "w.pth", keep_head=True)
+    assert all(torch.equal(v, source[k]) for k, v in model.state_dict().items())
+    assert record["loaded"] == len(source) and record["skipped"] == 0
+    torch.save({"state_dict": source, "config": TrainingConfig()}, tmp_path / "objects.pth")
+    with pytest.raises(WeightsError, match="objects.pth cannot be loaded"):
+        model_with_weights(recipe, 10, tmp_path / "objects.pth", keep_head=True)
