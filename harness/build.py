@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
-from pathlib import Path
 
 import timm
 import torch
@@ -25,36 +23,25 @@ class WeightsError(Exception):
     """Pretrained weights could not be loaded; the message says how to provide them."""
 
 
-def build_model(recipe: Recipe, num_classes: int, pretrained_file: Path | None = None) -> torch.nn.Module:
-    """A timm model; `pretrained_file` (safetensors, or a weights-only torch file) replaces hub weights.
-
-    The head always starts fresh, as with hub weights for another label set: timm drops a file's classifier
-    when the declared class count (0 here) differs from the model's."""
-    kwargs = {}
-    if pretrained_file is not None:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file), "num_classes": 0}
+def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    """A timm model, with the hub's weights when the recipe is pretrained (timm drops their classifier when the
+    class count differs). Weights from a file: `harness.weights.model_with_weights`."""
     try:
-        with warnings.catch_warnings():
-            # torch warns on stderr as it refuses a pickle; the refusal below already says so in one line.
-            warnings.filterwarnings("ignore", module="torch._weights_only_unpickler")
-            return timm.create_model(
-                recipe.model,
-                pretrained=recipe.pretrained or pretrained_file is not None,
-                num_classes=num_classes,
-                drop_rate=recipe.drop_rate,
-                drop_path_rate=recipe.drop_path or None,
-                **kwargs,
-            )
+        return timm.create_model(
+            recipe.model,
+            pretrained=recipe.pretrained,
+            num_classes=num_classes,
+            drop_rate=recipe.drop_rate,
+            drop_path_rate=recipe.drop_path or None,
+        )
     except Exception as e:  # torch, safetensors and the hub client each raise their own types
+        if not recipe.pretrained:
+            raise
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        if pretrained_file is not None:
-            raise WeightsError(f"pretrained weights {pretrained_file} cannot be loaded ({reason})") from None
-        if recipe.pretrained:
-            raise WeightsError(
-                f"pretrained weights for {recipe.model} could not be fetched ({reason}); "
-                "pass --pretrained-file PATH, or --set pretrained=False to train from scratch"
-            ) from None
-        raise
+        raise WeightsError(
+            f"pretrained weights for {recipe.model} could not be fetched ({reason}); "
+            "pass --pretrained-file PATH, or --set pretrained=False to train from scratch"
+        ) from None
 
 
 def build_transforms(recipe: Recipe, channels: int):

@@ -131,6 +131,22 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     return replace(recipe, "--set", **overrides)
 
 
+def follow_test_size(published: Recipe, recipe: Recipe, overrides: dict[str, Any]) -> tuple[Recipe, str | None]:
+    """When overrides set img_size but not test_img_size, the test size keeps the published ratio to it
+    (1.0 for most recipes, 224/160 for RSB A3), as the recipe's evaluation was designed for its training size."""
+    if "img_size" not in overrides or "test_img_size" in overrides:
+        return recipe, None
+    ratio = published.test_img_size / published.img_size
+    test_size = max(1, round(recipe.img_size * ratio))
+    if test_size == recipe.test_img_size:
+        return recipe, None
+    notice = (
+        f"test_img_size follows img_size: {recipe.test_img_size} -> {test_size} (the published "
+        f"{published.test_img_size}/{published.img_size} ratio; set test_img_size to choose another)"
+    )
+    return dataclasses.replace(recipe, test_img_size=test_size), notice
+
+
 def rescale_lr(published: Recipe, resolved: Recipe, lr_overridden: bool) -> tuple[Recipe, dict | None]:
     """Scale the peak LR to the global batch actually used, unless the user set the LR."""
     if lr_overridden or resolved.batch_size == published.batch_size:

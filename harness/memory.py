@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, Subset
 from recipes import Recipe
 
 LOADERS = ("auto", "memory", "workers")
-IN_MEMORY_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+IN_MEMORY_DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
 _GRID_MODES = ("bilinear", "bicubic", "nearest")  # named as grid_sample and torchvision name them
 
 

@@ -68,8 +68,8 @@ default_cfgs = generate_default_cfgs(
 
 def _no_weights(name: str) -> ValueError:
     return ValueError(
-        f"{name} has no published weights, so pretrained=True cannot be honoured; build it with pretrained=False "
-        "and load a local state dict (e.g. timm.create_model(..., checkpoint_path=FILE))"
+        f"{name} has no published weights, so pretrained=True cannot be honoured; start from a weights file "
+        "(--pretrained-file FILE, which harness.weights loads into a model built with pretrained=False)"
     )
 
 
@@ -452,8 +452,8 @@ def mini_googlenet(pretrained: bool = False, num_classes: int = 10, in_chans: in
 def googlenet_tv(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """torchvision GoogLeNet without auxiliary heads.
 
-    ``pretrained=True`` raises ValueError: timm cannot fetch torchvision's weights, so load a local state dict
-    (e.g. ``timm.create_model(..., checkpoint_path=FILE)``) into a model built with ``pretrained=False``.
+    ``pretrained=True`` raises ValueError: timm cannot fetch torchvision's weights; ``harness.weights`` loads a
+    torchvision GoogLeNet file (``--pretrained-file``) into a model built with ``pretrained=False``.
     """
     return _build(GoogLeNetTV, "googlenet_tv", pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 

@@ -88,6 +88,7 @@ CHART_CAPTION = (
 )
 # Differences the console table shows under a "not comparable" row; the rest are in each run's summary.json.
 CONSOLE_DIFFERENCES = 3
+EVAL_ONLY_MARK = " (evaluation only)"
 
 
 # --------------------------------------------------------------------------- loading
@@ -134,7 +135,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         ref = record.get("reference") or {}
         rows.append(
             {
-                "recipe": record["recipe"],
+                # Weights evaluated without training (--eval-only) form their own row, marked as such.
+                "recipe": record["recipe"] + (EVAL_ONLY_MARK if record.get("eval_only") else ""),
                 "model": record["model"],
                 "dataset": record["dataset"],
                 "budget": record["budget"],

@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader
 from harness import trackers
 from harness.build import (
     build_mixup,
-    build_model,
     build_optimizer,
     build_scheduler,
     build_train_loss,
@@ -71,6 +70,7 @@ from harness.results import (
     versions,
     write_metrics,
 )
+from harness.weights import model_with_weights
 
 
 def _wants_cuda() -> bool:
@@ -212,7 +212,7 @@ def train(plan, args: argparse.Namespace) -> int:
         extra.append(f"weights: initialised from {args.pretrained_file}")
     differences = fidelity(plan.published, recipe, extra)
 
-    model = build_model(recipe, num_classes, args.pretrained_file)
+    model, weights = model_with_weights(recipe, num_classes, args.pretrained_file, keep_head=False)
     # The optimizer is built before anything is frozen, so it holds every parameter and needs no rebuild later.
     optimizer = build_optimizer(recipe, model)
     try:
@@ -351,6 +351,7 @@ def train(plan, args: argparse.Namespace) -> int:
         "resumed": plan.resume_dir is not None,
         "pretrained_file": str(args.pretrained_file) if args.pretrained_file else None,
         "skipped_images": unreadable_images(run_dir / UNREADABLE_LOG),
+        "weights": weights,
         "versions": versions(),
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -170,10 +170,10 @@ def saved_weights(tmp_path_factory) -> Path:
 def test_saved_weights_start_a_later_run(saved_weights, tmp_path):
     from safetensors.torch import load_file
 
-    from harness.build import build_model
+    from harness.weights import model_with_weights
     from recipes import get_recipe
 
-    model = build_model(get_recipe("baseline"), 10, saved_weights)
+    model, _ = model_with_weights(get_recipe("baseline"), 10, saved_weights, keep_head=False)
     assert (model.conv1.weight == load_file(str(saved_weights))["conv1.weight"]).all()
     result = run_cli("--recipe", "baseline", "--budget", "smoke", "--workers", "0",
                      "--pretrained-file", str(saved_weights), "--output", str(tmp_path))

@@ -17,6 +17,7 @@ from harness.config import apply_budget, apply_overrides
 from harness.data import DEBIAN_FASHION_MNIST, dataset_info
 from harness.engine import should_stop_early
 from harness.run import main
+from harness.weights import model_with_weights
 from recipes import get_recipe
 from tests.conftest import ROOT, only_summary
 
@@ -62,7 +63,7 @@ def test_a_pretrained_file_never_brings_its_head(tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
-    loaded = build_model(recipe, 10, path)
+    loaded, _ = model_with_weights(recipe, 10, path, keep_head=False)
     assert torch.equal(loaded.conv1.weight, source.conv1.weight)
     assert not torch.equal(loaded.fc.weight, source.fc.weight)
 

@@ -1,0 +1,149 @@
+"""`--eval-only`: evaluate weights with the recipe's evaluation settings and write the same record as a run.
+
+The weights come from `--pretrained-file` (the classifier included) or from the hub (`--set pretrained=True`).
+Evaluation is the training run's own: the recipe's test size, crop_pct, interpolation and mean/std, the eval
+split under the budget's sample limit, the same loaders and `engine.evaluate`, on any number of processes.
+Only the differences in those settings are listed, so a row that evaluates released weights as published can
+earn a verdict against the reported number, as timm's validate.py and sotabench compare weights with a paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+from timm.models import split_model_name_tag
+
+from harness.build import build_transforms
+from harness.config import ConfigError, budget_limits, fidelity
+from harness.data import build_datasets, dataset_info, first, make_loader
+from harness.engine import evaluate
+from harness.memory import BatchEvalTransform, MemoryLoader, split_tensors
+from harness.plots import write_plots
+from harness.report import render_markdown, rich_table, wide_console
+from harness.results import atomic_write_json, atomic_write_text, new_run_dir, peak_rss_mb, versions
+from harness.train import _wants_cuda, choose_data_path, make_accelerator, set_cpu_threads
+from harness.weights import model_with_weights
+
+# The recipe fields that change what an evaluation measures; differences in training settings do not.
+EVAL_FIELDS = ("model", "dataset", "test_img_size", "crop_pct", "interpolation", "mean", "std")
+
+
+def evaluation_differences(published, recipe, extra: list[str]) -> list[str]:
+    """The fidelity lines of the evaluation settings only. A pretrained tag (`resnet50.a3_in1k`) names weights of
+    the published architecture, not another model."""
+    same_arch = split_model_name_tag(published.model)[0] == split_model_name_tag(recipe.model)[0]
+    fields = [f for f in EVAL_FIELDS if not (f == "model" and same_arch)]
+    lines = fidelity(published, recipe, [])
+    return [line for line in lines if line.split(":", 1)[0] in fields] + extra
+
+
+def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
+    """(eval loader prepared for the processes, eval images, images before the budget's limit, classes, names)."""
+    info = dataset_info(plan.dataset)
+    data_path = choose_data_path(args.loader, recipe, plan.dataset, accelerator.num_processes)
+    eval_tf = build_transforms(recipe, info.channels)[1] if data_path == "workers" else None
+    train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, None, eval_tf)
+    full_eval = len(eval_set)
+    eval_set = first(eval_set, budget_limits(plan.budget).max_eval_samples)
+    class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
+    if data_path == "memory":  # the eval half of memory_loaders: the training split stays where it is
+        images, labels = (t.to(accelerator.device) for t in split_tensors(eval_set))
+        transform = BatchEvalTransform(recipe, accelerator.device)
+        loader = MemoryLoader(
+            images,
+            labels,
+            per_device,
+            transform,
+            False,
+            args.seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+    else:
+        loader = accelerator.prepare(make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda()))
+    return loader, data_path, len(eval_set), full_eval, num_classes, class_names
+
+
+def _shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, recipe) -> Path:
+    path = [None]
+    if accelerator.is_main_process:
+        run_dir = new_run_dir(args.output, f"{recipe.name}-eval", plan.dataset, plan.budget, args.seed)
+        atomic_write_json(run_dir / "run.json", plan.saved_args)
+        atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
+        path = [str(run_dir)]
+    return Path(broadcast_object_list(path)[0])
+
+
+def evaluate_weights(plan, args: argparse.Namespace) -> int:
+    wall_start = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    recipe = plan.recipe
+    accelerator = make_accelerator(recipe.amp)
+    recipe = dataclasses.replace(recipe, amp=accelerator.mixed_precision != "no")
+    cpu_threads = set_cpu_threads(accelerator, args.threads)
+    set_seed(args.seed)
+    world = accelerator.num_processes
+    if recipe.batch_size % world:
+        raise ConfigError(f"global batch {recipe.batch_size} does not split over {world} processes")
+    per_device = recipe.batch_size // world
+    loader, data_path, eval_images, full_eval, num_classes, class_names = _eval_loader(
+        plan, args, recipe, accelerator, per_device
+    )
+    model, weights = model_with_weights(recipe, num_classes, args.pretrained_file, keep_head=True)
+    model = accelerator.prepare(model.to(memory_format=torch.channels_last))
+    extra = [f"eval images: first {eval_images} of {full_eval}"] if eval_images < full_eval else []
+    differences = evaluation_differences(plan.published, recipe, extra)
+
+    console = wide_console()
+    run_dir = _shared_run_dir(accelerator, plan, args, recipe)
+    if accelerator.is_main_process:
+        for notice in plan.notices:
+            console.print(f"[yellow]note:[/] {notice}")
+        console.print(f"run directory: {run_dir} (evaluation only)")
+    final = evaluate(accelerator, model, loader, num_classes)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return 0
+    summary = {
+        "status": "complete",
+        "eval_only": True,
+        "recipe": recipe.name,
+        "model": recipe.model,
+        "dataset": plan.dataset,
+        "budget": plan.budget,
+        **final,
+        "class_names": class_names,
+        "wall_time_s": time.perf_counter() - wall_start,
+        "world_size": world,
+        "global_batch_size": recipe.batch_size,
+        "per_device_batch_size": per_device,
+        "mixed_precision": accelerator.mixed_precision,
+        "data_path": data_path,
+        "channels_last": True,
+        "peak_rss_mb": peak_rss_mb(),
+        "device": str(accelerator.device),
+        "cpu_threads_per_process": cpu_threads,
+        "seed": args.seed,
+        "reference": dataclasses.asdict(plan.published.reference),
+        "tolerance": plan.published.tolerance,
+        "fidelity": differences,
+        "notices": plan.notices,
+        "weights": weights,
+        "versions": versions(),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    summary["plots"] = write_plots(run_dir, [], final["confusion_matrix"], class_names)
+    atomic_write_json(run_dir / "summary.json", summary)
+    record = {**summary, "_run_dir": run_dir.name}
+    atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
+    console.print(rich_table([record]))
+    console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
+    return 0
