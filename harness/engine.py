@@ -237,9 +237,7 @@ def fit(
             row = {"epoch": epoch + 1, **train}
             row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
             if t.ema is not None:
-                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)[
-                    "eval_top1"
-                ]
+                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)["eval_top1"]
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             t.history.append(row)
             on_epoch_end(row, last_eval)
