@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
         "DataLoader workers; auto (default): memory wherever the dataset and the recipe's augmentations allow",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        metavar="N",
+        help="images per process in one forward/backward; updates accumulate global / (N x processes) of them "
+        "(default: the largest that fits on a GPU, the whole per-process batch on CPU)",
+    )
+    p.add_argument("--log-every", type=int, default=50, metavar="N", help="read loss and accuracy every N updates")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few updates and an evaluation slice and project the schedule (estimate.json); trains nothing",
+    )
     return p
 
 
@@ -114,6 +127,13 @@ class Plan:
     resume_dir: Path | None
 
 
+def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str]) -> tuple[str, str]:
+    """Without the recipe's dataset, train on the bundled one at a short budget, and say so."""
+    budget = "smoke" if budget == "smoke" else "proxy"
+    notices.append(f"{dataset} not available ({missing}); running on {FALLBACK_DATASET} at the {budget} budget instead")
+    return budget, FALLBACK_DATASET
+
+
 def plan_run(args: argparse.Namespace) -> Plan:
     if not args.recipe:
         raise ConfigError("--recipe is required; valid recipes: " + ", ".join(list_recipes()))
@@ -128,13 +148,12 @@ def plan_run(args: argparse.Namespace) -> Plan:
     try:
         check_available(dataset, args.data_dir, args.download)
     except DataError as missing:
-        if args.dataset:
+        if args.estimate:  # timed on random images of the dataset's shape instead
+            notices.append(f"{dataset} not available ({missing}); estimating on synthetic data of its shape and size")
+        elif args.dataset:
             raise
-        budget = "smoke" if budget == "smoke" else "proxy"
-        notices.append(
-            f"{dataset} not available ({missing}); running on {FALLBACK_DATASET} at the {budget} budget instead"
-        )
-        dataset = FALLBACK_DATASET
+        else:
+            budget, dataset = _fallback(dataset, budget, missing, notices)
     info = dataset_info(dataset)
     recipe = adapt_to_dataset(dataclasses.replace(published, dataset=dataset), info)
     recipe = apply_budget(recipe, budget, info)
@@ -150,6 +169,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
             raise ConfigError(f"--loader memory cannot run {recipe.name}: {'; '.join(reasons)}; use --loader workers")
     if args.pretrained_file is not None and not args.pretrained_file.is_file():
         raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
+    check_batches(recipe, args)
     recipe, lr_rescale = rescale_lr(published, recipe, lr_overridden="lr" in overrides)
     if lr_rescale:
         notices.append(
@@ -160,6 +180,16 @@ def plan_run(args: argparse.Namespace) -> Plan:
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS
     }
     return Plan(published, recipe, dataset, budget, notices, lr_rescale, saved_args, args.resume)
+
+
+def check_batches(recipe: Recipe, args: argparse.Namespace) -> None:
+    """Refuse a micro-batch that does not divide the global batch over the launched processes, before any work."""
+    from harness.batching import split_batch
+
+    if args.log_every is not None and args.log_every < 1:
+        raise ConfigError(f"--log-every must be at least 1, got {args.log_every}")
+    split_batch(recipe.batch_size, int(os.environ.get("WORLD_SIZE", "1")), args.micro_batch,
+                even=recipe.mixup > 0 or recipe.cutmix > 0)
 
 
 def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
@@ -203,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.build import WeightsError
     from harness.checkpoint import CheckpointError
     from harness.train import train
+
+    if args.estimate:
+        from harness.estimate import estimate as train  # the same plan, timed and projected instead of trained
 
     if args.deterministic:
         torch_deterministic()

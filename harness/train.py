@@ -18,6 +18,7 @@ from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    GradientAccumulationPlugin,
     TorchDynamoPlugin,
     broadcast_object_list,
     set_seed,
@@ -27,6 +28,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
+from harness.batching import BatchSplit, probe_micro_batch, split_batch
 from harness.build import (
     build_mixup,
     build_model,
@@ -80,6 +82,9 @@ def make_accelerator(amp: bool, freezes: bool = False, compile_model: bool = Fal
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,
+        # The number of micro-steps per update is set once the micro-batch is known; every epoch trains whole
+        # updates, so accumulation follows the step count and never the end of the loader.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False),
     )
 
 
@@ -165,12 +170,14 @@ class BuiltRun:
     recipe: object
     accelerator: Accelerator
     cpu_threads: int
-    per_device: int
+    batches: BatchSplit
     data_path: str
     num_classes: int
     class_names: list[str] | None
     train_samples: int
+    eval_samples: int
     differences: list[str]
+    notes: list[str]
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     frozen: list[torch.nn.Parameter]
@@ -192,18 +199,47 @@ def start_accelerator(recipe, args: argparse.Namespace) -> tuple[Accelerator, in
     return accelerator, cpu_threads
 
 
-def resolve_for_processes(recipe, accelerator: Accelerator) -> tuple[object, int]:
-    """The recipe as it runs on these processes, and the per-process batch."""
+def mixes_pairs(recipe) -> bool:
+    """Mixup/CutMix pair the images of a batch, so they need an even micro-batch."""
+    return recipe.mixup > 0 or recipe.cutmix > 0
+
+
+def resolve_for_processes(recipe, accelerator: Accelerator, micro_batch: int | None) -> tuple[object, BatchSplit]:
+    """The recipe as it runs on these processes, and the global batch split into micro-batches."""
     world = accelerator.num_processes
-    if recipe.batch_size % world:
-        raise ConfigError(f"global batch {recipe.batch_size} does not split over {world} processes")
-    per_device = recipe.batch_size // world
-    if (recipe.mixup > 0 or recipe.cutmix > 0) and per_device % 2:
-        raise ConfigError(f"Mixup/CutMix need an even per-process batch, got {per_device}")
+    split = split_batch(recipe.batch_size, world, micro_batch, even=mixes_pairs(recipe))
     changes = {"amp": accelerator.mixed_precision != "no"}
     if world == 1 and recipe.aug_repeats:
         changes["aug_repeats"] = 0  # timm applies repeated augmentation only when distributed
-    return dataclasses.replace(recipe, **changes), per_device
+    return dataclasses.replace(recipe, **changes), split
+
+
+def largest_fitting_micro_batch(accelerator: Accelerator, recipe, model, split: BatchSplit) -> BatchSplit:
+    """On a GPU without --micro-batch: the largest micro-batch whose forward/backward at the recipe's train size
+    fits (optimizer state, allocated at the first update, is not part of the probe). The smallest over processes."""
+    model.to(accelerator.device)
+
+    def try_step(micro: int) -> None:
+        images = torch.randn(micro, 3, recipe.img_size, recipe.img_size, device=accelerator.device)
+        with accelerator.autocast():
+            loss = model(images.contiguous(memory_format=torch.channels_last)).float().mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    micro = probe_micro_batch(split, try_step, even=mixes_pairs(recipe))
+    smallest = int(accelerator.gather(torch.tensor([micro], device=accelerator.device)).min().item())
+    return BatchSplit(split.global_batch, split.processes, smallest)
+
+
+def batchnorm_note(model: torch.nn.Module, split: BatchSplit) -> list[str]:
+    """Accumulation keeps the optimizer's batch but not BatchNorm's: a note, not a difference from the paper."""
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if not has_bn or split.accum_steps == 1:
+        return []
+    return [
+        f"BatchNorm statistics are computed over each micro-batch of {split.micro_batch} images per process, "
+        f"not over the {split.per_process} images the process contributes to each update"
+    ]
 
 
 @dataclass
@@ -276,21 +312,26 @@ def prepare_loaders(
     return model, optimizer, train_loader, eval_loader
 
 
-def build_run(plan, args: argparse.Namespace) -> BuiltRun:
-    """Accelerator, threads, recipe, datasets, model, optimizer and loaders: everything before the first step."""
+def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
+    """Accelerator, threads, recipe, datasets, model, optimizer and loaders: everything before the first step.
+
+    `load(plan, args, recipe, data_path) -> Splits` replaces the dataset loading (the estimate's synthetic data)."""
     started_at, wall_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     accelerator, cpu_threads = start_accelerator(plan.recipe, args)
-    recipe, per_device = resolve_for_processes(plan.recipe, accelerator)
+    recipe, split = resolve_for_processes(plan.recipe, accelerator, args.micro_batch)
     if plan.resume_dir is not None:
         check_resumable(plan.resume_dir, recipe, args.seed, args.force)
     data_path = choose_data_path(args.loader, recipe, plan.dataset, accelerator.num_processes)
-    splits = load_splits(plan, args, recipe, data_path)
+    splits = (load or load_splits)(plan, args, recipe, data_path)
     extra = list(splits.limits_note)
     if args.pretrained_file is not None:
         extra.append(f"weights: initialised from {args.pretrained_file}")
     model, optimizer, frozen = build_model_and_optimizer(recipe, splits.num_classes, args.pretrained_file)
+    if args.micro_batch is None and accelerator.device.type == "cuda":
+        split = largest_fitting_micro_batch(accelerator, recipe, model, split)
+    accelerator.gradient_accumulation_steps = split.accum_steps
     model, optimizer, train_loader, eval_loader = prepare_loaders(
-        accelerator, recipe, splits, model, optimizer, data_path, per_device, args
+        accelerator, recipe, splits, model, optimizer, data_path, split.micro_batch, args
     )
     return BuiltRun(
         plan=plan,
@@ -298,12 +339,14 @@ def build_run(plan, args: argparse.Namespace) -> BuiltRun:
         recipe=recipe,
         accelerator=accelerator,
         cpu_threads=cpu_threads,
-        per_device=per_device,
+        batches=split,
         data_path=data_path,
         num_classes=splits.num_classes,
         class_names=splits.class_names,
         train_samples=len(splits.train_set),
+        eval_samples=len(splits.eval_set),
         differences=fidelity(plan.published, recipe, extra),
+        notes=batchnorm_note(model, split),
         model=model,
         optimizer=optimizer,
         frozen=frozen,
@@ -321,7 +364,7 @@ def make_trainer(run: BuiltRun) -> Trainer:
         accelerator=accelerator,
         model=run.model,
         optimizer=run.optimizer,
-        scheduler=build_scheduler(recipe, run.optimizer, len(run.train_loader)),
+        scheduler=build_scheduler(recipe, run.optimizer, len(run.train_loader) // run.batches.accum_steps),
         train_loss=build_train_loss(recipe, mixup is not None),
         train_loader=run.train_loader,
         eval_loader=run.eval_loader,
@@ -334,6 +377,8 @@ def make_trainer(run: BuiltRun) -> Trainer:
         freeze_epochs=recipe.freeze_epochs,
         early_stop_patience=recipe.early_stop_patience,
         early_stop_min_delta=recipe.early_stop_min_delta,
+        accum_steps=run.batches.accum_steps,
+        log_every=run.args.log_every,
     )
 
 

@@ -136,7 +136,7 @@ def test_non_finite_loss_stops_at_once_naming_the_step(tmp_path):
     result = run_cli("--recipe", "baseline", "--budget", "smoke", "--set", "lr=1e30", "--workers", "0",
                      "--output", str(tmp_path))
     assert result.returncode == 2
-    assert "training loss became" in result.stderr and "at epoch 1, step " in result.stderr
+    assert "training loss became" in result.stderr and "at epoch 1, within update" in result.stderr
     assert not list(tmp_path.rglob("summary.json"))
 
 
