@@ -1,6 +1,7 @@
 """Gradient accumulation keeps the global batch; the training step reads the device only at log intervals."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -177,3 +178,28 @@ def test_a_non_finite_loss_is_caught_at_the_next_read_naming_the_window():
         train_one_epoch(t, 0, progress)
     assert str(caught.value) == "training loss became nan at epoch 1, within updates 1-10; stopping"
     assert t.num_updates == 10  # stopped at the first read after it, not at the epoch's end
+
+
+# ---- --estimate ------------------------------------------------------------------------------------------------
+
+ESTIMATE_KEYS = {"img_per_s", "epoch_s", "total_s", "device_hours", "peak_memory_mb_per_device", "micro_batch_size",
+                 "grad_accum_steps", "data_wait_s", "compute_s", "synthetic_data"}
+
+
+def test_estimate_writes_only_estimate_json_on_synthetic_data_when_the_dataset_is_absent(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from harness import estimate
+
+    monkeypatch.setattr(estimate, "TIMED_UPDATES", 2)
+    args = ["--recipe", "lenet_mnist", "--budget", "smoke", "--micro-batch", "8", "--workers", "0", "--estimate"]
+    assert main([*args, "--data-dir", str(tmp_path / "no-mnist"), "--output", str(tmp_path / "runs")]) == 0
+    assert "estimating on synthetic data" in " ".join(capsys.readouterr().out.split())
+    (written,) = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    assert written.name == "estimate.json"
+    record = json.loads(written.read_text())
+    assert ESTIMATE_KEYS <= set(record) and record["synthetic_data"] is True and record["dataset"] == "mnist"
+    assert record["micro_batch_size"] == 8 and record["grad_accum_steps"] == 2 and record["timed_updates"] == 2
+    assert record["updates_per_epoch"] == 64 // 16  # the smoke budget's 64 of MNIST's 60,000 images
+    assert record["img_per_s"] == pytest.approx(16 / (record["data_wait_s"] + record["compute_s"]))
+    assert record["total_s"] == pytest.approx(record["epoch_s"] * record["epochs"])
+    assert record["epoch_s"] > record["updates_per_epoch"] * record["compute_s"] > 0

@@ -67,15 +67,23 @@ def test_kill_and_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
         assert resumed[key] == reference[key], key
 
 
-def test_mid_epoch_resume_skips_the_consumed_batches(tmp_path):
-    run = kill_after(["--recipe", "baseline", *SMOKE, "--save-every", "2"], tmp_path, updates=2)
+ACCUMULATED = ["--recipe", "baseline", *SMOKE, "--save-every", "2", "--micro-batch", "4"]  # 4 micro-steps an update
+
+
+def test_mid_epoch_resume_with_accumulation_skips_the_consumed_batches_and_matches(tmp_path):
+    run = kill_after(ACCUMULATED, tmp_path / "killed", updates=2)
     latest = complete_checkpoints(run)[-1]
-    assert json.loads((latest / PROGRESS).read_text())["step_in_epoch"] == 2
+    saved = json.loads((latest / PROGRESS).read_text())
+    assert saved["step_in_epoch"] == 2 and saved["num_updates"] == 2  # checkpoints only at update boundaries
     assert run_cli("--resume", str(run)).returncode == 0
     final = json.loads((complete_checkpoints(run)[-1] / PROGRESS).read_text())
     assert final["num_updates"] == 3 * 4  # 4 updates an epoch, none repeated or lost
     assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2", "3"]
     assert len(complete_checkpoints(run)) == 2  # --keep 2
+    assert main([*ACCUMULATED, "--output", str(tmp_path / "whole")]) == 0
+    whole = run_dir_of(tmp_path / "whole")
+    assert losses(run) == losses(whole)
+    assert only_summary(run)["grad_accum_steps"] == only_summary(whole)["grad_accum_steps"] == 4
 
 
 def test_resume_refuses_a_changed_recipe_unless_forced(uninterrupted, tmp_path):
