@@ -81,10 +81,21 @@ def test_the_batchnorm_note_is_a_note_not_a_difference(tmp_path):
 MICRO, ACCUM = 4, 2
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny ops gain nothing from a second thread, and spin-waiting for it on a busy machine costs 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _trainer(images: int, log_every: int = 50, lr: float | None = None) -> Trainer:
+    # In-memory augmentation on (crop, flip, rotation, colour jitter): the loader is on the step's path too.
     recipe = dataclasses.replace(get_recipe("lenet_mnist"), img_size=16, test_img_size=16, epochs=2,
                                  warmup_epochs=1, warmup_lr=1e-4, sched="cosine", lr=lr or 0.01,
-                                 model_ema=True, model_ema_decay=0.9)
+                                 model_ema=True, model_ema_decay=0.9, scale=(0.5, 1.0), hflip=0.5, rotate=10.0,
+                                 color_jitter=0.2)
     accelerator = Accelerator(cpu=True, gradient_accumulation_plugin=GradientAccumulationPlugin(
         num_steps=ACCUM, sync_with_dataloader=False))
     accelerator.gradient_accumulation_steps = ACCUM
@@ -106,7 +117,7 @@ def _trainer(images: int, log_every: int = 50, lr: float | None = None) -> Train
     )
 
 
-def test_schedule_and_ema_count_optimizer_updates_not_micro_steps(monkeypatch):
+def test_schedule_and_ema_count_optimizer_updates_not_micro_steps(monkeypatch, one_thread):
     t = _trainer(images=10 * MICRO * ACCUM)  # 10 updates of 2 micro-steps an epoch
     ema_steps, optimizer_steps = [], []
     real_ema_update, real_step = t.ema.update, t.optimizer.optimizer.step
@@ -142,7 +153,7 @@ def _count_host_reads(monkeypatch) -> list[str]:
     return reads
 
 
-def test_the_step_reads_the_device_once_per_log_interval_and_at_the_epoch_end(monkeypatch):
+def test_the_step_reads_the_device_once_per_log_interval_and_at_the_epoch_end(monkeypatch, one_thread):
     t = _trainer(images=150 * MICRO * ACCUM, log_every=40)  # 300 micro-steps, 150 updates
     logged = []
     t.on_log = lambda updates, values: logged.append((updates, values))
@@ -171,7 +182,7 @@ class NanAfter(torch.nn.CrossEntropyLoss):
         return super().forward(logits, targets) * (float("nan") if self.seen >= self.calls else 1.0)
 
 
-def test_a_non_finite_loss_is_caught_at_the_next_read_naming_the_window():
+def test_a_non_finite_loss_is_caught_at_the_next_read_naming_the_window(one_thread):
     t = _trainer(images=30 * MICRO * ACCUM, log_every=10)
     t.train_loss = NanAfter(calls=2 * 6 + 1)  # the first micro-step of update 7
     with Progress(disable=True) as progress, pytest.raises(NonFiniteLoss) as caught:
