@@ -22,7 +22,7 @@ MARK_START, MARK_END = "<!-- estimate:start -->", "<!-- estimate:end -->"
 SETTINGS = {
     "lenet_mnist": ["--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "proxy"],
     "cnn_fmnist": ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "proxy", "--micro-batch", "16"],
-    "rsb_a3": ["--recipe", "rsb_a3", "--budget", "proxy", "--set", "model=resnet18"],
+    "rsb_a3": ["--recipe", "rsb_a3", "--dataset", "digits", "--budget", "proxy", "--set", "model=resnet18"],
 }
 COMMON = ["--epochs", "2", "--workers", "0", "--seed", "0"]
 
@@ -81,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "estimates")
     p.add_argument("--render-only", action="store_true", help="render the table from the records already there")
+    p.add_argument("--only", choices=SETTINGS, action="append", help="measure only these settings again")
     p.add_argument("--readme", type=Path, help="replace the estimate block of this Markdown file")
     args = p.parse_args(argv)
     output = args.output.resolve()
     if not args.render_only:
-        for name in SETTINGS:
+        for name in args.only or SETTINGS:
             run_pair(name, output)
     table = render(output)
     print(table)

@@ -67,8 +67,8 @@ def test_a_micro_batch_that_does_not_divide_is_refused_in_one_line(tmp_path, cap
 
 
 def test_the_batchnorm_note_is_a_note_not_a_difference(tmp_path):
-    args = ["--recipe", "baseline", "--budget", "smoke", "--micro-batch", "8", "--workers", "0"]
-    assert main([*args, "--output", str(tmp_path)]) == 0
+    args = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--micro-batch", "8"]
+    assert main([*args, "--workers", "0", "--output", str(tmp_path)]) == 0
     summary = only_summary(tmp_path)
     assert summary["grad_accum_steps"] == 2 and summary["micro_batch_size"] == 8
     assert any(note.startswith("BatchNorm statistics are computed over each micro-batch of 8") for note in
