@@ -18,7 +18,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK_START, MARK_END = "<!-- estimate:start -->", "<!-- estimate:end -->"
-# Three recipes, three data paths and model sizes, each small enough to train two epochs on the CPU.
+# Three recipes, both data paths, three model sizes, with and without accumulation; two epochs each on the CPU.
 SETTINGS = {
     "lenet_mnist": ["--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "proxy"],
     "cnn_fmnist": ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "proxy", "--micro-batch", "16"],
@@ -28,9 +28,9 @@ COMMON = ["--epochs", "2", "--workers", "0", "--seed", "0"]
 
 
 def run_pair(name: str, output: Path) -> None:
-    """The estimate, then the training run it projects, in fresh interpreters one after the other."""
-    folder = output / name
-    shutil.rmtree(folder, ignore_errors=True)
+    """The estimate, then the training run it projects, in fresh interpreters one after the other; each pair
+    in a folder of its own, so repeated pairs show how much the machine moved between them."""
+    folder = output / name / f"pair-{len(list((output / name).glob('pair-*'))) + 1}"
     for extra in (["--estimate"], []):
         command = [sys.executable, str(ROOT / "harness" / "run.py"), *SETTINGS[name], *COMMON, *extra]
         subprocess.run([*command, "--output", str(folder)], check=True, cwd=ROOT)
@@ -38,21 +38,22 @@ def run_pair(name: str, output: Path) -> None:
         shutil.rmtree(checkpoints)  # records only
 
 
-def row(name: str, output: Path) -> dict:
-    (estimate_file,) = (output / name).glob("*/estimate.json")
-    (summary_file,) = (output / name).glob("*/summary.json")
+def row(name: str, pair: Path) -> dict:
+    (estimate_file,) = pair.glob("*/estimate.json")
+    (summary_file,) = pair.glob("*/summary.json")
     estimate, summary = json.loads(estimate_file.read_text()), json.loads(summary_file.read_text())
     epochs = pd.read_csv(summary_file.parent / "metrics.csv")
     measured = float(epochs["epoch_time_s"].iloc[-1])
     return {
         "recipe": name,
+        "pair": pair.name,
         "model": summary["model"],
         "data path": summary["data_path"],
         "global batch = micro x accumulation": f"{estimate['global_batch_size']} = {estimate['micro_batch_size']} "
         f"x {estimate['grad_accum_steps']}",
-        "estimated epoch (s)": round(estimate["epoch_s"], 1),
-        "measured epoch 2 (s)": round(measured, 1),
-        "measured epoch 1 (s)": round(float(epochs["epoch_time_s"].iloc[0]), 1),
+        "estimated epoch (s)": round(estimate["epoch_s"], 2),
+        "measured epoch 2 (s)": round(measured, 2),
+        "measured epoch 1 (s)": round(float(epochs["epoch_time_s"].iloc[0]), 2),
         "estimate / measured": round(estimate["epoch_s"] / measured, 2),
         "estimated img/s": round(estimate["img_per_s"]),
         "measured img/s (epoch 2)": round(float(epochs["train_img_per_s"].iloc[-1])),
@@ -61,8 +62,8 @@ def row(name: str, output: Path) -> dict:
 
 
 def render(output: Path) -> str:
-    rows = [row(name, output) for name in SETTINGS]
-    first = json.loads(next((output / next(iter(SETTINGS))).glob("*/estimate.json")).read_text())
+    rows = [row(name, pair) for name in SETTINGS for pair in sorted((output / name).glob("pair-*"))]
+    first = json.loads(next(output.glob("*/pair-*/*/estimate.json")).read_text())
     header = (
         f"`python benchmarks/estimate_vs_measured.py --output {output.relative_to(ROOT)} --readme "
         f"benchmarks/README.md` on {first['device']} ({first['cpu_threads_per_process']} threads), "
