@@ -5,7 +5,9 @@ end (in-memory and per-image data paths), and a plain torchvision DataLoader pip
     python benchmarks/throughput.py --readme benchmarks/README.md --record benchmarks/results/throughput-cpu.json
 
 On a GPU the same rows are measured at 224 px too, with the achieved TFLOP/s and its share of the
-device's dense bf16 peak (MFU).
+device's dense bf16 peak (MFU), and RSB A3's setting is added: ResNet-50 at its 160 px train size, bf16,
+channels_last, micro-batch 256 (its global batch 2048 through accumulation): the model alone, and the harness's
+per-image path timed by `--estimate` (the share of each step spent waiting for data), with and without --compile.
 """
 
 from __future__ import annotations
@@ -195,6 +197,40 @@ def measure(size: int, batch: int, steps: int, warmup: int, workers: int, data_d
     return rows
 
 
+RSB_A3_MICRO_BATCH = 256
+
+
+def rsb_a3_rows(steps: int, warmup: int, workers: int, data_dir: Path | None) -> list[dict]:
+    """GPU only. `--estimate` times the per-image path on --data-dir's ImageNet, or on synthetic images of its
+    shape (no JPEG decoding) when none is given; the model-only row trains one fixed random batch."""
+    recipe = dataclasses.replace(get_recipe("rsb_a3"), batch_size=RSB_A3_MICRO_BATCH)  # img_size 160
+    flops = flops_per_image(recipe, 8)
+    model = model_only(recipe, steps, warmup)
+    rows = [{"setting": "RSB A3: ResNet-50 model only (fixed random batch, bf16)", "img_per_s": model}]
+    for compiled in (False, True):
+        with tempfile.TemporaryDirectory() as out:
+            command = [
+                sys.executable, str(ROOT / "harness" / "run.py"), "--recipe", "rsb_a3", "--estimate",
+                "--micro-batch", str(RSB_A3_MICRO_BATCH), "--workers", str(workers), "--output", out,
+            ]
+            command += ["--compile"] if compiled else []
+            command += ["--data-dir", str(data_dir)] if data_dir is not None else []
+            subprocess.run(command, check=True, cwd=ROOT)
+            estimate = json.loads(next(Path(out).glob("*/estimate.json")).read_text())
+        rows.append({
+            "setting": f"RSB A3: harness per-image path ({workers} workers){', --compile' if compiled else ''}",
+            "img_per_s": estimate["img_per_s"],
+            "vs_model_only": estimate["img_per_s"] / model,
+            "data_share_pct": 100 * estimate["data_wait_share"],
+        })
+    peak = peak_tflops()
+    for row in rows:
+        row.update({"img_size": recipe.img_size, "batch": RSB_A3_MICRO_BATCH})
+        row["tflops"] = row["img_per_s"] * flops / 1e12
+        row["mfu_pct"] = 100 * row["tflops"] / peak if peak else None
+    return rows
+
+
 def render(rows: list[dict], meta: dict) -> str:
     frame = pd.DataFrame(rows)
     shown = pd.DataFrame(
@@ -209,7 +245,7 @@ def render(rows: list[dict], meta: dict) -> str:
                 lambda v: "" if pd.isna(v) else f"{v:.2f}"),
             "harness / DataLoader": frame.get("vs_dataloader", pd.Series(dtype=float)).map(
                 lambda v: "" if pd.isna(v) else f"{v:.2f}"),
-            "augmentation share of a step": frame.get("data_share_pct", pd.Series(dtype=float)).map(
+            "augmentation / data-wait share of a step": frame.get("data_share_pct", pd.Series(dtype=float)).map(
                 lambda v: "" if pd.isna(v) else f"{v:.1f}%"),
             "peak RSS": frame.get("peak_rss_mb", pd.Series(dtype=float)).map(
                 lambda v: "" if pd.isna(v) else f"{v:.0f} MiB"),
@@ -238,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the per-image rows")
     p.add_argument("--data-dir", type=Path)
+    p.add_argument("--imagenet-dir", type=Path, help="GPU rows: ImageNet train/ and val/ (default: synthetic)")
     p.add_argument("--record", type=Path, help="also write the rows as JSON here")
     p.add_argument("--readme", type=Path, help="replace the throughput block of this Markdown file")
     args = p.parse_args(argv)
@@ -245,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [28, 224] if torch.cuda.is_available() else [28]
     rows = [row for size in sizes for row in measure(size, args.batch_size, args.steps, args.warmup, args.workers,
                                                       args.data_dir)]
+    if torch.cuda.is_available():
+        rows += rsb_a3_rows(args.steps, args.warmup, args.workers, args.imagenet_dir)
     meta = {
         "command": "python benchmarks/throughput.py" + (" " + " ".join(argv) if argv else ""),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +24,12 @@ from torchmetrics.classification import (
 
 
 class NonFiniteLoss(Exception):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite somewhere in a window of updates (read at log intervals)."""
 
-    def __init__(self, epoch: int, step: int, value: float):
-        super().__init__(f"training loss became {value} at epoch {epoch}, step {step}; stopping")
-        self.epoch, self.step = epoch, step
+    def __init__(self, epoch: int, first_update: int, last_update: int, value: float):
+        where = f"update {last_update}" if first_update == last_update else f"updates {first_update}-{last_update}"
+        super().__init__(f"training loss became {value} at epoch {epoch}, within {where}; stopping")
+        self.epoch, self.first_update, self.last_update = epoch, first_update, last_update
 
 
 @dataclass
@@ -56,8 +59,16 @@ class Trainer:
     early_stop_patience: int = 0
     early_stop_min_delta: float = 0.0
     stopped_early_at_epoch: int | None = None
-    # on_log(num_updates, {"train/loss", "train/lr", "train/img_per_s"}): called on every process at each log interval
+    # micro-batches accumulated per optimizer update (accelerate's gradient accumulation); the loader yields them
+    accum_steps: int = 1
+    # device values (loss, accuracy counts) are read every `log_every` updates and at epoch end, never per step
+    log_every: int = 50
+    # on_log(num_updates, {"train/loss", "train/lr", "train/img_per_s"}): on every process at each read
     on_log: Callable[[int, dict], None] | None = None
+
+    @property
+    def updates_per_epoch(self) -> int:
+        return len(self.train_loader) // self.accum_steps
 
 
 def set_frozen(t: Trainer, epoch: int) -> int:
@@ -93,69 +104,128 @@ def _progress(accelerator: Accelerator) -> Progress:
     )
 
 
-def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int = 0, carried_loss: float = 0.0) -> dict:
-    """One epoch; a resumed one starts after its first `start_step` batches, which it does not load."""
-    t.model.train()
-    trainable = set_frozen(t, epoch)
-    if hasattr(t.train_loader, "set_epoch"):
-        t.train_loader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
-    total = len(t.train_loader)
-    loader = t.train_loader
-    if start_step:
-        skip = getattr(t.train_loader, "skip_first_batches", None)  # the in-memory loader skips by itself
-        loader = skip(start_step) if skip else t.accelerator.skip_first_batches(t.train_loader, start_step)
-    task = progress.add_task(f"epoch {epoch + 1}", total=total, completed=start_step, info="")
-    loss_sum = torch.tensor(carried_loss, device=t.accelerator.device)
-    correct = torch.zeros((), device=t.accelerator.device)
-    seen = torch.zeros((), device=t.accelerator.device)
-    steps, timed = start_step, 0
-    start = time.perf_counter()
-    for images, targets in loader:
-        labels = targets
-        if t.mixup is not None:
-            images, targets = t.mixup(images, targets)
+class DeviceTally:
+    """One epoch's loss sum and accuracy counts, kept on the device and read only at log intervals.
+
+    The loss sum adds each update's mean loss (the mean over its micro-batches); a window sum since the last read
+    is kept beside it, so a non-finite loss is found at the next read and named by its window of updates."""
+
+    def __init__(self, device: torch.device, carried_loss: float = 0.0):
+        self.sums = torch.tensor([carried_loss, 0.0, 0.0, 0.0], device=device)  # epoch loss, correct, seen, window
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, accum_steps: int) -> None:
+        share = loss.detach().float() / accum_steps
+        self.sums[0] += share
+        self.sums[1] += (logits.detach().argmax(dim=1) == labels).sum()
+        self.sums[2] += labels.numel()
+        self.sums[3] += share
+
+    def read(self, accelerator: Accelerator) -> dict:
+        """The one host read: totals over every process; the window starts again."""
+        total, correct, seen, window = accelerator.reduce(self.sums, reduction="sum").tolist()
+        self.sums[3].zero_()
+        world = accelerator.num_processes
+        return {"loss_sum": total / world, "correct": correct, "seen": seen, "window_loss_sum": window / world}
+
+
+def train_micro_step(t: Trainer, images: torch.Tensor, targets: torch.Tensor, tally: DeviceTally) -> bool:
+    """Forward and backward of one micro-batch; the optimizer steps on the last of each update's micro-batches,
+    where accelerate lets DDP all-reduce. Returns whether it stepped. Nothing here reads the device."""
+    labels = targets
+    if t.mixup is not None:
+        images, targets = t.mixup(images, targets)
+    with t.accelerator.accumulate(t.model):
         with t.accelerator.autocast():
             logits = t.model(images)
             loss = t.train_loss(logits, targets)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(epoch + 1, steps + 1, loss.item())
-        t.optimizer.zero_grad(set_to_none=True)
-        t.accelerator.backward(loss)
-        if t.clip_grad:
+        t.accelerator.backward(loss)  # divided by the accumulation steps inside accelerate
+        if t.clip_grad and t.accelerator.sync_gradients:
             t.accelerator.clip_grad_norm_(t.model.parameters(), t.clip_grad)
-        t.optimizer.step()
-        t.num_updates += 1
-        t.scheduler.step_update(num_updates=t.num_updates)
-        if t.ema is not None:
-            t.ema.update(t.model, step=t.num_updates)
-        loss_sum += loss.detach()
-        # Accuracy against the labels before Mixup/CutMix, on the augmented images the model saw.
-        correct += (logits.detach().argmax(dim=1) == labels).sum()
-        seen += labels.numel()
-        steps += 1
-        timed += 1
-        elapsed = time.perf_counter() - start
+        t.optimizer.step()  # accelerate's optimizer wrapper skips the micro-steps between updates
+        t.optimizer.zero_grad(set_to_none=True)
+    # Accuracy against the labels before Mixup/CutMix, on the augmented images the model saw.
+    tally.add(loss, logits, labels, t.accelerator.gradient_accumulation_steps)
+    return t.accelerator.sync_gradients
+
+
+def count_update(t: Trainer) -> None:
+    """An optimizer update happened: the schedule and the EMA move one update on."""
+    t.num_updates += 1
+    t.scheduler.step_update(num_updates=t.num_updates)
+    if t.ema is not None:
+        t.ema.update(t.model, step=t.num_updates)
+
+
+def _epoch_batches(t: Trainer, epoch: int, start_update: int):
+    """This epoch's micro-batches from update `start_update` on; the few beyond the last whole update are left."""
+    if hasattr(t.train_loader, "set_epoch"):
+        t.train_loader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
+    loader = t.train_loader
+    if start_update:
+        skip = getattr(t.train_loader, "skip_first_batches", None)  # the in-memory loader skips by itself
+        skipped = start_update * t.accum_steps
+        loader = skip(skipped) if skip else t.accelerator.skip_first_batches(t.train_loader, skipped)
+    return itertools.islice(loader, (t.updates_per_epoch - start_update) * t.accum_steps)
+
+
+class _Window:
+    """The updates since the last read, their wall time, and what to do at a read."""
+
+    def __init__(self, t: Trainer, epoch: int, progress: Progress, task, first_update: int):
+        self.t, self.epoch, self.progress, self.task = t, epoch, progress, task
+        self.first_update, self.start = first_update, time.perf_counter()
+
+    def read(self, tally: DeviceTally, steps: int) -> dict:
+        t, values = self.t, tally.read(self.t.accelerator)
+        updates = t.num_updates - self.first_update
+        if not math.isfinite(values["window_loss_sum"]):
+            raise NonFiniteLoss(self.epoch + 1, self.first_update + 1, t.num_updates, values["window_loss_sum"])
+        elapsed = time.perf_counter() - self.start
         logged = {
-            "train/loss": loss.item(),
+            "train/loss": values["window_loss_sum"] / max(updates, 1),
             "train/lr": current_lr(t.optimizer),
-            "train/img_per_s": timed * t.global_batch_size / elapsed,
+            "train/img_per_s": updates * t.global_batch_size / elapsed if elapsed > 0 else 0.0,
         }
-        progress.update(
-            task,
-            advance=1,
+        self.progress.update(
+            self.task,
+            completed=steps,
             info=f"loss {logged['train/loss']:.4f}  lr {logged['train/lr']:.3g}  {logged['train/img_per_s']:.0f} img/s",
         )
-        if t.on_log is not None:
+        if t.on_log is not None and updates:
             t.on_log(t.num_updates, logged)
-        if t.on_checkpoint and t.save_every and t.num_updates % t.save_every == 0 and steps < total:
-            t.on_checkpoint(epoch, steps, t.accelerator.reduce(loss_sum, reduction="mean").item())
+        self.first_update, self.start = t.num_updates, time.perf_counter()
+        return values
+
+
+def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int = 0, carried_loss: float = 0.0) -> dict:
+    """One epoch of optimizer updates; a resumed one starts after its first `start_step` updates, whose
+    micro-batches it does not load. Device values are read every `log_every` updates and at the end."""
+    t.model.train()
+    trainable = set_frozen(t, epoch)
+    total = t.updates_per_epoch
+    task = progress.add_task(f"epoch {epoch + 1}", total=total, completed=start_step, info="")
+    tally, window = DeviceTally(t.accelerator.device, carried_loss), _Window(t, epoch, progress, task, t.num_updates)
+    steps, timed, values = start_step, 0, None
+    start = time.perf_counter()
+    for images, targets in _epoch_batches(t, epoch, start_step):
+        if not train_micro_step(t, images, targets, tally):
+            continue
+        count_update(t)
+        steps += 1
+        timed += 1
+        checkpoint_due = bool(t.on_checkpoint and t.save_every and t.num_updates % t.save_every == 0)
+        checkpoint_due = checkpoint_due and steps < total  # the epoch's end checkpoints after evaluation
+        if checkpoint_due or steps % t.log_every == 0 or steps == total:
+            values = window.read(tally, steps)  # so a checkpoint is taken only after a finite window
+        if checkpoint_due:
+            t.on_checkpoint(epoch, steps, values["loss_sum"])
     elapsed = time.perf_counter() - start
-    mean_loss = t.accelerator.reduce(loss_sum, reduction="mean").item() / max(steps, 1)
-    counts = t.accelerator.reduce(torch.stack([correct, seen]), reduction="sum")
+    if values is None:  # nothing left to train in this epoch (resumed at its end)
+        values = window.read(tally, steps)
     return {
-        "train_loss": mean_loss,
+        "train_loss": values["loss_sum"] / max(steps, 1),
         # Over the batches trained since this process started the epoch (all of them unless resumed mid-epoch).
-        "train_top1": 100.0 * counts[0].item() / max(counts[1].item(), 1),
+        "train_top1": 100.0 * values["correct"] / max(values["seen"], 1),
         "trainable_params": trainable,
         "lr": current_lr(t.optimizer),
         "train_time_s": elapsed,
@@ -191,20 +261,20 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader, num_class
     """Top-1/5, loss, macro P/R/F1, per-class accuracy and confusion, each sample counted once."""
     model.eval()
     metrics = _metrics(num_classes, accelerator.device)
-    loss_sum, samples = 0.0, 0
+    loss_sum, samples = torch.zeros((), device=accelerator.device), 0
     for images, targets in loader:
         with accelerator.autocast():
             logits = model(images)
         logits, targets = accelerator.gather_for_metrics((logits.float(), targets))
         real = targets >= 0  # the in-memory loader pads processes to equal batches with label -1
         logits, targets = logits[real], targets[real]
-        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         samples += targets.numel()
         metrics.update(logits, targets)
     values = metrics.compute()
     pct = {k: 100.0 * values[k].item() for k in ("top1", "top5", "precision", "recall", "f1")}
     return {
-        "eval_loss": loss_sum / max(samples, 1),
+        "eval_loss": loss_sum.item() / max(samples, 1),
         "eval_top1": pct["top1"],
         "eval_top5": pct["top5"],
         "eval_precision": pct["precision"],
@@ -245,9 +315,7 @@ def fit(
             row = {"epoch": epoch + 1, **train}
             row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
             if t.ema is not None:
-                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)[
-                    "eval_top1"
-                ]
+                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)["eval_top1"]
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             t.history.append(row)
             on_epoch_end(row, last_eval)

@@ -19,6 +19,7 @@ the same augmentations as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 
 import torch
@@ -114,12 +115,12 @@ def rotation_theta(angle_deg: torch.Tensor, height: int, width: int) -> torch.Te
     )
 
 
-def color_jitter(images: torch.Tensor, strength: float, generator, order: torch.Tensor) -> torch.Tensor:
+def color_jitter(images: torch.Tensor, strength: float, generator, order: list[int]) -> torch.Tensor:
     """torchvision's ColorJitter(strength, strength, strength) with factors drawn per image."""
     n, device = images.shape[0], images.device
     low, high = max(0.0, 1 - strength), 1 + strength
     factors = _uniform((3, n, 1, 1, 1), low, high, generator, device)
-    for op in order.tolist():
+    for op in order:
         f = factors[op]
         if op == 0:  # brightness: blend with black
             images = (images * f).clamp(0, 1)
@@ -162,7 +163,9 @@ class BatchAugment:
         # Edge pixels repeat beyond the border, as in PIL's resize.
         images = F.grid_sample(images, grid, mode=self.mode, padding_mode="border", align_corners=False).clamp(0, 1)
         if self.jitter > 0:
-            order = torch.randperm(3, generator=generator, device=device)  # torchvision's random order of ops
+            # torchvision's random order of ops, drawn on the host from the batch's seed: reading a device
+            # permutation back would make every training step wait for the device
+            order = random.Random(generator.initial_seed()).sample(range(3), 3)
             images = color_jitter(images, self.jitter, generator, order)
         images = normalise(images, self.mean, self.std)
         if self.erase is not None:

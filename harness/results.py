@@ -6,10 +6,12 @@ leaves either the previous complete file or none, never a truncated one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -82,9 +84,7 @@ def new_run_dir(output: Path, recipe: str, dataset: str, budget: str, seed: int)
 def git_commit() -> str | None:
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
@@ -126,4 +126,64 @@ def versions() -> dict:
         "accelerate": accelerate.__version__,
         "platform": platform.platform(),
         "git_commit": git_commit(),
+    }
+
+
+def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
+    """summary.json of a finished run: what ran, on what, how fast, how well, and how it differs from the paper.
+
+    `run` is train.py's BuiltRun, `trainer` the engine's Trainer after fitting, `final` the last evaluation."""
+    recipe, plan, args, history = run.recipe, run.plan, run.args, trainer.history
+    speeds = [row["train_img_per_s"] for row in history]
+    eval_keys = (
+        "eval_top1",
+        "eval_top5",
+        "eval_loss",
+        "eval_samples",
+        "eval_precision",
+        "eval_recall",
+        "eval_f1",
+        "per_class_accuracy",
+    )
+    return {
+        "status": "complete",
+        "recipe": recipe.name,
+        "model": recipe.model,
+        "dataset": plan.dataset,
+        "budget": plan.budget,
+        "epochs_run": len(history),
+        "stopped_early_at_epoch": trainer.stopped_early_at_epoch,
+        "train_top1": history[-1]["train_top1"] if history else None,
+        "train_loss": history[-1]["train_loss"] if history else None,
+        **{k: final[k] for k in eval_keys},
+        "class_names": run.class_names,
+        "confusion_matrix": final["confusion_matrix"],
+        "train_samples": run.train_samples,
+        # The first epoch carries start-up cost; the median of the rest is the steady speed.
+        "train_img_per_s": statistics.median(speeds[1:] or speeds),
+        "wall_time_s": wall_time_s,
+        "world_size": run.world,
+        "global_batch_size": recipe.batch_size,
+        "per_device_batch_size": run.batches.per_process,
+        "micro_batch_size": run.batches.micro_batch,
+        "grad_accum_steps": run.batches.accum_steps,
+        "mixed_precision": run.accelerator.mixed_precision,
+        "data_path": run.data_path,
+        "channels_last": True,
+        "compiled": args.compile,
+        "peak_rss_mb": peak_rss_mb(),
+        "device": str(run.accelerator.device),
+        "cpu_threads_per_process": run.cpu_threads,
+        "seed": args.seed,
+        "reference": dataclasses.asdict(plan.published.reference),
+        "tolerance": plan.published.tolerance,
+        "fidelity": run.differences,
+        "lr_rescale": plan.lr_rescale,
+        "notices": plan.notices + run.notes,
+        "resumed": plan.resume_dir is not None,
+        "pretrained_file": str(args.pretrained_file) if args.pretrained_file else None,
+        "weights": run.weights,
+        "versions": versions(),
+        "started_at": run.started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -93,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         "DataLoader workers; auto (default): memory wherever the dataset and the recipe's augmentations allow",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
+    p.add_argument(
+        "--micro-batch",
+        type=int_in_range(1),
+        metavar="N",
+        help="images per process in one forward/backward; updates accumulate global / (N x processes) of them "
+        "(default: the largest that fits on a GPU, the whole per-process batch on CPU)",
+    )
+    p.add_argument(
+        "--log-every", type=int_in_range(1), default=50, metavar="N", help="read loss and accuracy every N updates"
+    )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few updates and an evaluation slice and project the schedule (estimate.json); trains nothing",
+    )
     return p
 
 
@@ -138,6 +153,14 @@ class Plan:
     log_with: list[str]
 
 
+def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str]) -> tuple[str, str]:
+    """Without the recipe's dataset, train on the bundled one at a short budget, and say so."""
+    budget = "smoke" if budget == "smoke" else "proxy"
+    stand_in = MNIST_STAND_IN if dataset == "mnist" else FALLBACK_DATASET
+    notices.append(f"{dataset} not available ({missing}); running on {stand_in} at the {budget} budget instead")
+    return budget, stand_in
+
+
 def plan_run(args: argparse.Namespace) -> Plan:
     if not args.recipe:
         raise ConfigError("--recipe is required; valid recipes: " + ", ".join(list_recipes()))
@@ -151,12 +174,12 @@ def plan_run(args: argparse.Namespace) -> Plan:
     try:
         check_available(dataset, args.data_dir, args.download)
     except DataError as missing:
-        if args.dataset:
+        if args.estimate:  # timed on random images of the dataset's shape instead
+            notices.append(f"{dataset} not available ({missing}); estimating on synthetic data of its shape and size")
+        elif args.dataset:
             raise
-        budget = "smoke" if budget == "smoke" else "proxy"
-        stand_in = MNIST_STAND_IN if dataset == "mnist" else FALLBACK_DATASET
-        notices.append(f"{dataset} not available ({missing}); running on {stand_in} at the {budget} budget instead")
-        dataset = stand_in
+        else:
+            budget, dataset = _fallback(dataset, budget, missing, notices)
     if dataset == MNIST_STAND_IN:
         notices.append(MNIST_5K_PROVENANCE)
     info = dataset_info(dataset)
@@ -176,6 +199,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
             raise ConfigError(f"--loader memory cannot run {recipe.name}: {'; '.join(reasons)}; use --loader workers")
     if args.pretrained_file is not None and not args.pretrained_file.is_file():
         raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
+    check_batches(recipe, args)
     if args.eval_only:
         check_eval_only(args, recipe)
     # A recipe file that sets its own LR (a dumped run's, already rescaled) keeps it; an evaluation trains
@@ -202,6 +226,14 @@ def check_eval_only(args: argparse.Namespace, recipe: Recipe) -> None:
     clashing = [flag for flag, given in (("--resume", args.resume), ("--save-weights", args.save_weights)) if given]
     if clashing:
         raise ConfigError(f"--eval-only trains nothing, so {' and '.join(clashing)} cannot go with it")
+
+
+def check_batches(recipe: Recipe, args: argparse.Namespace) -> None:
+    """Refuse a micro-batch that does not divide the global batch over the launched processes, before any work."""
+    from harness.batching import split_batch
+
+    split_batch(recipe.batch_size, int(os.environ.get("WORLD_SIZE", "1")), args.micro_batch,
+                even=recipe.mixup > 0 or recipe.cutmix > 0)
 
 
 def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
@@ -248,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.checkpoint import CheckpointError
     from harness.evaluate_only import evaluate_weights
     from harness.train import train
+
+    if args.estimate:
+        from harness.estimate import estimate as train  # the same plan, timed and projected instead of trained
 
     if args.deterministic:
         torch_deterministic()

@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    GradientAccumulationPlugin,
     TorchDynamoPlugin,
     broadcast_object_list,
     set_seed,
@@ -29,6 +30,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from harness import trackers
+from harness.batching import BatchSplit, probe_micro_batch, split_batch
 from harness.build import (
     build_mixup,
     build_optimizer,
@@ -66,8 +68,7 @@ from harness.results import (
     atomic_write_json,
     atomic_write_text,
     new_run_dir,
-    peak_rss_mb,
-    versions,
+    summary_record,
     write_metrics,
 )
 from harness.weights import model_with_weights
@@ -97,6 +98,9 @@ def make_accelerator(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,
+        # The number of micro-steps per update is set once the micro-batch is known; every epoch trains whole
+        # updates, so accumulation follows the step count and never the end of the loader.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False),
         # Trackers that need a directory get the run directory once it exists (harness.trackers.start).
         log_with=log_with or None,
         project_dir="." if log_with else None,
@@ -131,8 +135,14 @@ def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, wo
             num_repeats=recipe.aug_repeats,
         )
         loader = DataLoader(
-            dataset, batch_size=per_device, sampler=sampler, drop_last=True, num_workers=workers,
-            pin_memory=_wants_cuda(), persistent_workers=workers > 0, collate_fn=partial(collate_readable, train=True),
+            dataset,
+            batch_size=per_device,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=_wants_cuda(),
+            persistent_workers=workers > 0,
+            collate_fn=partial(collate_readable, train=True),
         )
         return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0)
     loader = make_loader(dataset, per_device, True, workers, seed, _wants_cuda())
@@ -172,30 +182,110 @@ def _shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, re
     return Path(broadcast_object_list(path)[0])
 
 
-def train(plan, args: argparse.Namespace) -> int:
-    wall_start = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    recipe = plan.recipe
+@dataclass
+class BuiltRun:
+    """A run ready to fit: the resolved recipe, its data and model, passed through `accelerator.prepare`."""
+
+    plan: object
+    args: argparse.Namespace
+    recipe: object
+    accelerator: Accelerator
+    cpu_threads: int
+    batches: BatchSplit
+    data_path: str
+    num_classes: int
+    class_names: list[str] | None
+    datasets: tuple[object, object]  # (train, eval) at the budget's size
+    differences: list[str]
+    notes: list[str]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    frozen: list[torch.nn.Parameter]
+    train_loader: object
+    eval_loader: object
+    started_at: str
+    wall_start: float
+
+    weights: dict | None  # what the model's starting weights were taken from (harness.weights)
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def train_samples(self) -> int:
+        return len(self.datasets[0])
+
+    @property
+    def eval_samples(self) -> int:
+        return len(self.datasets[1])
+
+
+def start_accelerator(recipe, args: argparse.Namespace, log_with: list[str] | None = None) -> tuple[Accelerator, int]:
+    """The Accelerator, this process's CPU threads and the seed: the first thing every run does."""
     accelerator = make_accelerator(
-        recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile, log_with=plan.log_with
+        recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile, log_with=log_with
     )
     cpu_threads = set_cpu_threads(accelerator, args.threads)
     set_seed(args.seed)
+    return accelerator, cpu_threads
+
+
+def mixes_pairs(recipe) -> bool:
+    """Mixup/CutMix pair the images of a batch, so they need an even micro-batch."""
+    return recipe.mixup > 0 or recipe.cutmix > 0
+
+
+def resolve_for_processes(recipe, accelerator: Accelerator, micro_batch: int | None) -> tuple[object, BatchSplit]:
+    """The recipe as it runs on these processes, and the global batch split into micro-batches."""
     world = accelerator.num_processes
-    if recipe.batch_size % world:
-        raise ConfigError(f"global batch {recipe.batch_size} does not split over {world} processes")
-    per_device = recipe.batch_size // world
-    if (recipe.mixup > 0 or recipe.cutmix > 0) and per_device % 2:
-        raise ConfigError(f"Mixup/CutMix need an even per-process batch, got {per_device}")
+    split = split_batch(recipe.batch_size, world, micro_batch, even=mixes_pairs(recipe))
     changes = {"amp": accelerator.mixed_precision != "no"}
     if world == 1 and recipe.aug_repeats:
         changes["aug_repeats"] = 0  # timm applies repeated augmentation only when distributed
-    recipe = dataclasses.replace(recipe, **changes)
-    if plan.resume_dir is not None:
-        check_resumable(plan.resume_dir, recipe, args.seed, args.force)
+    return dataclasses.replace(recipe, **changes), split
 
+
+def largest_fitting_micro_batch(accelerator: Accelerator, recipe, model, split: BatchSplit) -> BatchSplit:
+    """On a GPU without --micro-batch: the largest micro-batch whose forward/backward at the recipe's train size
+    fits (optimizer state, allocated at the first update, is not part of the probe). The smallest over processes."""
+    model.to(accelerator.device)
+
+    def try_step(micro: int) -> None:
+        images = torch.randn(micro, 3, recipe.img_size, recipe.img_size, device=accelerator.device)
+        with accelerator.autocast():
+            loss = model(images.contiguous(memory_format=torch.channels_last)).float().mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    micro = probe_micro_batch(split, try_step, even=mixes_pairs(recipe))
+    smallest = int(accelerator.gather(torch.tensor([micro], device=accelerator.device)).min().item())
+    return BatchSplit(split.global_batch, split.processes, smallest)
+
+
+def batchnorm_note(model: torch.nn.Module, split: BatchSplit) -> list[str]:
+    """Accumulation keeps the optimizer's batch but not BatchNorm's: a note, not a difference from the paper."""
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if not has_bn or split.accum_steps == 1:
+        return []
+    return [
+        f"BatchNorm statistics are computed over each micro-batch of {split.micro_batch} images per process, "
+        f"not over the {split.per_process} images the process contributes to each update"
+    ]
+
+
+@dataclass
+class Splits:
+    train_set: object
+    eval_set: object
+    num_classes: int
+    class_names: list[str] | None
+    limits_note: list[str]
+
+
+def load_splits(plan, args: argparse.Namespace, recipe, data_path: str) -> Splits:
+    """The train and eval splits at the budget's size, with a note for each one cut short."""
     info = dataset_info(plan.dataset)
-    data_path = choose_data_path(args.loader, recipe, plan.dataset, world)
     train_tf, eval_tf = build_transforms(recipe, info.channels) if data_path == "workers" else (None, None)
     train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, train_tf, eval_tf)
     full_train, full_eval = len(train_set), len(eval_set)
@@ -204,15 +294,16 @@ def train(plan, args: argparse.Namespace) -> int:
     train_set, eval_set = first(train_set, limits.max_train_samples), first(eval_set, limits.max_eval_samples)
     if len(train_set) < recipe.batch_size:
         raise ConfigError(f"global batch {recipe.batch_size} is larger than the {len(train_set)} training images")
-
-    extra = [f"train images: first {len(train_set)} of {full_train}"] if len(train_set) < full_train else []
+    notes = [f"train images: first {len(train_set)} of {full_train}"] if len(train_set) < full_train else []
     if len(eval_set) < full_eval:
-        extra.append(f"eval images: first {len(eval_set)} of {full_eval}")
-    if args.pretrained_file is not None:
-        extra.append(f"weights: initialised from {args.pretrained_file}")
-    differences = fidelity(plan.published, recipe, extra)
+        notes.append(f"eval images: first {len(eval_set)} of {full_eval}")
+    return Splits(train_set, eval_set, num_classes, class_names, notes)
 
-    model, weights = model_with_weights(recipe, num_classes, args.pretrained_file, keep_head=False)
+
+def build_model_and_optimizer(recipe, num_classes: int, pretrained_file: Path | None):
+    """(model in channels_last, optimizer over every parameter, the parameters the recipe freezes, the weights
+    record of harness.weights)."""
+    model, weights = model_with_weights(recipe, num_classes, pretrained_file, keep_head=False)
     # The optimizer is built before anything is frozen, so it holds every parameter and needs no rebuild later.
     optimizer = build_optimizer(recipe, model)
     try:
@@ -220,150 +311,207 @@ def train(plan, args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     model = model.to(memory_format=torch.channels_last)  # faster on CPU too (ResNet-18, 28 px: 749 vs 581 img/s)
+    return model, optimizer, frozen, weights
+
+
+def prepare_loaders(
+    accelerator: Accelerator,
+    recipe,
+    splits: Splits,
+    model,
+    optimizer,
+    data_path: str,
+    batch: int,
+    args: argparse.Namespace,
+):
+    """(model, optimizer, train loader, eval loader) through `accelerator.prepare`, on the chosen data path."""
+    world = accelerator.num_processes
     if data_path == "memory":
         train_loader, eval_loader = memory_loaders(
-            recipe, train_set, eval_set, per_device, args.seed, accelerator.device, accelerator.process_index, world
+            recipe,
+            splits.train_set,
+            splits.eval_set,
+            batch,
+            args.seed,
+            accelerator.device,
+            accelerator.process_index,
+            world,
         )
         model, optimizer = accelerator.prepare(model, optimizer)
-    else:
-        train_loader = _train_loader(train_set, recipe, accelerator, per_device, args.workers, args.seed)
-        eval_loader = make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda())
-        model, optimizer, eval_loader = accelerator.prepare(model, optimizer, eval_loader)
-    scheduler = build_scheduler(recipe, optimizer, len(train_loader))
-    mixup = build_mixup(recipe, num_classes)
-    trainer = Trainer(
+        return model, optimizer, train_loader, eval_loader
+    train_loader = _train_loader(splits.train_set, recipe, accelerator, batch, args.workers, args.seed)
+    eval_loader = make_loader(splits.eval_set, batch, False, args.workers, args.seed, _wants_cuda())
+    model, optimizer, eval_loader = accelerator.prepare(model, optimizer, eval_loader)
+    return model, optimizer, train_loader, eval_loader
+
+
+def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
+    """Accelerator, threads, recipe, datasets, model, optimizer and loaders: everything before the first step.
+
+    `load(plan, args, recipe, data_path) -> Splits` replaces the dataset loading (the estimate's synthetic data)."""
+    started_at, wall_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    accelerator, cpu_threads = start_accelerator(plan.recipe, args, getattr(plan, "log_with", None))
+    recipe, split = resolve_for_processes(plan.recipe, accelerator, args.micro_batch)
+    if plan.resume_dir is not None:
+        check_resumable(plan.resume_dir, recipe, args.seed, args.force)
+    data_path = choose_data_path(args.loader, recipe, plan.dataset, accelerator.num_processes)
+    splits = (load or load_splits)(plan, args, recipe, data_path)
+    extra = list(splits.limits_note)
+    if args.pretrained_file is not None:
+        extra.append(f"weights: initialised from {args.pretrained_file}")
+    model, optimizer, frozen, weights = build_model_and_optimizer(recipe, splits.num_classes, args.pretrained_file)
+    if args.micro_batch is None and accelerator.device.type == "cuda":
+        split = largest_fitting_micro_batch(accelerator, recipe, model, split)
+    accelerator.gradient_accumulation_steps = split.accum_steps
+    model, optimizer, train_loader, eval_loader = prepare_loaders(
+        accelerator, recipe, splits, model, optimizer, data_path, split.micro_batch, args
+    )
+    return BuiltRun(
+        plan=plan,
+        args=args,
+        recipe=recipe,
         accelerator=accelerator,
+        cpu_threads=cpu_threads,
+        batches=split,
+        data_path=data_path,
+        num_classes=splits.num_classes,
+        class_names=splits.class_names,
+        datasets=(splits.train_set, splits.eval_set),
+        differences=fidelity(plan.published, recipe, extra),
+        notes=batchnorm_note(model, split),
         model=model,
         optimizer=optimizer,
-        scheduler=scheduler,
-        train_loss=build_train_loss(recipe, mixup is not None),
+        frozen=frozen,
         train_loader=train_loader,
         eval_loader=eval_loader,
-        num_classes=num_classes,
+        started_at=started_at,
+        wall_start=wall_start,
+        weights=weights,
+    )
+
+
+def make_trainer(run: BuiltRun) -> Trainer:
+    recipe, accelerator = run.recipe, run.accelerator
+    mixup = build_mixup(recipe, run.num_classes)
+    return Trainer(
+        accelerator=accelerator,
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=build_scheduler(recipe, run.optimizer, len(run.train_loader) // run.batches.accum_steps),
+        train_loss=build_train_loss(recipe, mixup is not None),
+        train_loader=run.train_loader,
+        eval_loader=run.eval_loader,
+        num_classes=run.num_classes,
         global_batch_size=recipe.batch_size,
         mixup=mixup,
         clip_grad=recipe.clip_grad,
-        ema=ModelEmaV3(accelerator.unwrap_model(model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
-        frozen=frozen,
+        ema=ModelEmaV3(accelerator.unwrap_model(run.model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
+        frozen=run.frozen,
         freeze_epochs=recipe.freeze_epochs,
         early_stop_patience=recipe.early_stop_patience,
         early_stop_min_delta=recipe.early_stop_min_delta,
+        accum_steps=run.batches.accum_steps,
+        log_every=run.args.log_every,
     )
 
-    console = wide_console()
-    run_dir = _shared_run_dir(accelerator, plan, args, recipe)
-    if accelerator.is_main_process:
-        for notice in plan.notices:
+
+def open_run_dir(run: BuiltRun) -> Path:
+    """The run directory, announced with the plan's notices on the main process."""
+    run_dir = _shared_run_dir(run.accelerator, run.plan, run.args, run.recipe)
+    if run.accelerator.is_main_process:
+        console = wide_console()
+        for notice in run.plan.notices:
             console.print(f"[yellow]note:[/] {notice}")
         console.print(f"run directory: {run_dir}")
-    log_unreadable_to([train_set, eval_set], run_dir / UNREADABLE_LOG)
-    trackers.start(accelerator, run_dir, args.project, recipe)
-    trainer.on_log = trackers.train_logger(accelerator)
+    log_unreadable_to(list(run.datasets), run_dir / UNREADABLE_LOG)
+    return run_dir
 
+
+def resume_state(run: BuiltRun, trainer: Trainer, run_dir: Path) -> dict:
+    """Where fitting starts: from scratch, or from the newest complete checkpoint of a resumed run."""
     start = {"epoch": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "elapsed_s": 0.0}
-    if plan.resume_dir is not None:
-        latest = complete_checkpoints(run_dir)[-1]
-        start = load_checkpoint(accelerator, latest, scheduler, trainer.ema)
-        trainer.num_updates, trainer.history = start["num_updates"], start["history"]
-        (run_dir / "summary.json").unlink(missing_ok=True)  # the run is no longer finished
-        if accelerator.is_main_process:
-            console.print(f"resuming from {latest} (epoch {start['epoch'] + 1}, step {start['step_in_epoch']})")
+    if run.plan.resume_dir is None:
+        return start
+    latest = complete_checkpoints(run_dir)[-1]
+    start = load_checkpoint(run.accelerator, latest, trainer.scheduler, trainer.ema)
+    trainer.num_updates, trainer.history = start["num_updates"], start["history"]
+    (run_dir / "summary.json").unlink(missing_ok=True)  # the run is no longer finished
+    if run.accelerator.is_main_process:
+        wide_console().print(f"resuming from {latest} (epoch {start['epoch'] + 1}, step {start['step_in_epoch']})")
+    return start
+
+
+def fit_run(run: BuiltRun, trainer: Trainer, run_dir: Path, start: dict) -> dict:
+    """Train from `start`, checkpointing every epoch (and every --save-every updates); the final evaluation."""
+    accelerator = run.accelerator
 
     def checkpoint(epoch: int, step_in_epoch: int, epoch_loss_sum: float) -> None:
         progress = {
-            "recipe": recipe.name,
+            "recipe": run.recipe.name,
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "epoch_loss_sum": epoch_loss_sum,
             "num_updates": trainer.num_updates,
-            "scheduler": scheduler.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
             "history": trainer.history,
-            "elapsed_s": start["elapsed_s"] + time.perf_counter() - wall_start,
+            "elapsed_s": start["elapsed_s"] + time.perf_counter() - run.wall_start,
         }
-        save_checkpoint(accelerator, run_dir, progress, trainer.ema, args.keep)
+        save_checkpoint(accelerator, run_dir, progress, trainer.ema, run.args.keep)
 
     def on_epoch_end(row: dict, _eval: dict) -> None:
         if accelerator.is_main_process:
             write_metrics(run_dir / "metrics.csv", trainer.history)
         trackers.log_epoch(accelerator, row, trainer.num_updates)
         checkpoint(row["epoch"], 0, 0.0)
-        try:
-            check_unreadable(run_dir / UNREADABLE_LOG, {"train": len(train_set), "val": len(eval_set)})
-        except DataError as e:
-            raise DataError(f"{e}; the last checkpoint is kept under {checkpoint_root(run_dir)}") from None
+        readable_or_stop(run, run_dir)
 
-    trainer.save_every, trainer.on_checkpoint = args.save_every, checkpoint
+    trainer.save_every, trainer.on_checkpoint = run.args.save_every, checkpoint
+    return fit(
+        trainer, run.recipe.epochs, on_epoch_end, start["epoch"], start["step_in_epoch"], start["epoch_loss_sum"]
+    )
+
+
+def readable_or_stop(run: BuiltRun, run_dir: Path) -> None:
+    """Past 0.1% of undecodable images in a split the run stops; the epoch's checkpoint is kept."""
     try:
-        final = fit(
-            trainer, recipe.epochs, on_epoch_end, start["epoch"], start["step_in_epoch"], start["epoch_loss_sum"]
-        )
-    except NonFiniteLoss as e:
-        if accelerator.is_main_process:
-            print(f"error: {e}; the last good checkpoint is kept under {checkpoint_root(run_dir)}", file=sys.stderr)
-        return 2
-    finally:
-        trackers.finish(accelerator)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return 0
+        check_unreadable(run_dir / UNREADABLE_LOG, {"train": run.train_samples, "val": run.eval_samples})
+    except DataError as e:
+        raise DataError(f"{e}; the last checkpoint is kept under {checkpoint_root(run_dir)}") from None
 
-    speeds = [row["train_img_per_s"] for row in trainer.history]
-    summary = {
-        "status": "complete",
-        "recipe": recipe.name,
-        "model": recipe.model,
-        "dataset": plan.dataset,
-        "budget": plan.budget,
-        "epochs_run": len(trainer.history),
-        "stopped_early_at_epoch": trainer.stopped_early_at_epoch,
-        "train_top1": trainer.history[-1]["train_top1"] if trainer.history else None,
-        "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
-        "eval_top1": final["eval_top1"],
-        "eval_top5": final["eval_top5"],
-        "eval_loss": final["eval_loss"],
-        "eval_samples": final["eval_samples"],
-        "eval_precision": final["eval_precision"],
-        "eval_recall": final["eval_recall"],
-        "eval_f1": final["eval_f1"],
-        "per_class_accuracy": final["per_class_accuracy"],
-        "class_names": class_names,
-        "confusion_matrix": final["confusion_matrix"],
-        "train_samples": len(train_set),
-        # The first epoch carries start-up cost; the median of the rest is the steady speed.
-        "train_img_per_s": statistics.median(speeds[1:] or speeds),
-        "wall_time_s": start["elapsed_s"] + time.perf_counter() - wall_start,
-        "world_size": world,
-        "global_batch_size": recipe.batch_size,
-        "per_device_batch_size": per_device,
-        "mixed_precision": accelerator.mixed_precision,
-        "data_path": data_path,
-        "channels_last": True,
-        "compiled": args.compile,
-        "peak_rss_mb": peak_rss_mb(),
-        "device": str(accelerator.device),
-        "cpu_threads_per_process": cpu_threads,
-        "seed": args.seed,
-        "reference": dataclasses.asdict(plan.published.reference),
-        "tolerance": plan.published.tolerance,
-        "fidelity": differences,
-        "lr_rescale": plan.lr_rescale,
-        "notices": plan.notices,
-        "resumed": plan.resume_dir is not None,
-        "pretrained_file": str(args.pretrained_file) if args.pretrained_file else None,
-        "skipped_images": unreadable_images(run_dir / UNREADABLE_LOG),
-        "weights": weights,
-        "versions": versions(),
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if args.save_weights is not None:
-        weights = accelerator.unwrap_model(model).state_dict()
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(args.save_weights))
-        summary["saved_weights"] = str(args.save_weights)
-    summary["plots"] = write_plots(run_dir, trainer.history, final["confusion_matrix"], class_names)
+
+def write_record(run: BuiltRun, trainer: Trainer, final: dict, run_dir: Path, elapsed_before_s: float) -> None:
+    """summary.json, the plots, report.md and the final weights (main process only)."""
+    summary = summary_record(run, trainer, final, elapsed_before_s + time.perf_counter() - run.wall_start)
+    summary["skipped_images"] = unreadable_images(run_dir / UNREADABLE_LOG)
+    if run.args.save_weights is not None:
+        weights = run.accelerator.unwrap_model(run.model).state_dict()
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(run.args.save_weights))
+        summary["saved_weights"] = str(run.args.save_weights)
+    summary["plots"] = write_plots(run_dir, trainer.history, final["confusion_matrix"], run.class_names)
     atomic_write_json(run_dir / "summary.json", summary)
     record = {**summary, "_run_dir": run_dir.name}
     atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
+    console = wide_console()
     console.print(rich_table([record]))
     console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
+
+
+def train(plan, args: argparse.Namespace) -> int:
+    run = build_run(plan, args)
+    trainer = make_trainer(run)
+    run_dir = open_run_dir(run)
+    start = resume_state(run, trainer, run_dir)
+    trackers.start(run.accelerator, run_dir, args.project, run.recipe)
+    trainer.on_log = trackers.train_logger(run.accelerator)
+    try:
+        final = fit_run(run, trainer, run_dir, start)
+    except NonFiniteLoss as e:
+        if run.accelerator.is_main_process:
+            print(f"error: {e}; the last good checkpoint is kept under {checkpoint_root(run_dir)}", file=sys.stderr)
+        return 2
+    finally:
+        trackers.finish(run.accelerator)
+    run.accelerator.wait_for_everyone()
+    if run.accelerator.is_main_process:
+        write_record(run, trainer, final, run_dir, start["elapsed_s"])
     return 0

@@ -3,6 +3,7 @@
 import csv
 import json
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,15 +68,28 @@ def test_kill_and_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
         assert resumed[key] == reference[key], key
 
 
-def test_mid_epoch_resume_skips_the_consumed_batches(tmp_path):
-    run = kill_after(["--recipe", "baseline", *SMOKE, "--save-every", "2"], tmp_path, updates=2)
-    latest = complete_checkpoints(run)[-1]
-    assert json.loads((latest / PROGRESS).read_text())["step_in_epoch"] == 2
+# LeNet on digits with random rotation, global batch 16 as 4 micro-batches of 4; a checkpoint every 2 updates.
+ACCUMULATED = ["--recipe", "lenet_mnist", "--dataset", "digits", *SMOKE, "--set", "rotate=10.0", "--micro-batch", "4",
+               "--save-every", "2", "--keep", "10"]
+
+
+def test_mid_epoch_resume_with_accumulation_skips_the_consumed_batches_and_matches(tmp_path):
+    assert main([*ACCUMULATED, "--output", str(tmp_path)]) == 0
+    run = run_dir_of(tmp_path)
+    uninterrupted = losses(run)
+    saved = [json.loads((c / PROGRESS).read_text()) for c in complete_checkpoints(run)]
+    # 4 updates an epoch; checkpoints only at update boundaries, counted in updates, never in micro-steps
+    assert [(p["num_updates"], p["epoch"], p["step_in_epoch"]) for p in saved] == [
+        (2, 0, 2), (4, 1, 0), (6, 1, 2), (8, 2, 0), (10, 2, 2), (12, 3, 0)
+    ]
+    for later in complete_checkpoints(run)[3:]:  # as if killed after update 6, half-way through epoch 2
+        shutil.rmtree(later)
+    (run / "summary.json").unlink()
     assert run_cli("--resume", str(run)).returncode == 0
     final = json.loads((complete_checkpoints(run)[-1] / PROGRESS).read_text())
-    assert final["num_updates"] == 3 * 4  # 4 updates an epoch, none repeated or lost
-    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2", "3"]
-    assert len(complete_checkpoints(run)) == 2  # --keep 2
+    assert final["num_updates"] == 3 * 4  # none repeated or lost
+    assert losses(run) == uninterrupted
+    assert only_summary(tmp_path)["grad_accum_steps"] == 4
 
 
 def test_resume_refuses_a_changed_recipe_unless_forced(uninterrupted, tmp_path):
@@ -136,7 +150,7 @@ def test_non_finite_loss_stops_at_once_naming_the_step(tmp_path):
     result = run_cli("--recipe", "baseline", "--budget", "smoke", "--set", "lr=1e30", "--workers", "0",
                      "--output", str(tmp_path))
     assert result.returncode == 2
-    assert "training loss became" in result.stderr and "at epoch 1, step " in result.stderr
+    assert "training loss became" in result.stderr and "at epoch 1, within update" in result.stderr
     assert not list(tmp_path.rglob("summary.json"))
 
 

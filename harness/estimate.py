@@ -1,0 +1,251 @@
+"""`--estimate`: time a recipe on this machine and project its whole schedule, before committing to it.
+
+The run is built exactly as training builds it (model, loss, optimizer, data path, micro-batch and accumulation);
+a few warm-up updates are followed by timed ones and a timed slice of evaluation. Where the dataset is absent,
+random images of its shape and split sizes stand in (no JPEG decoding, which a real folder dataset adds). Only
+`estimate.json` is written; nothing is trained beyond the timed updates, and no checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from datetime import datetime, timezone
+
+import torch
+from PIL import Image
+from rich.table import Table
+from torch.utils.data import Dataset
+
+from harness.build import build_transforms
+from harness.config import ConfigError, budget_limits
+from harness.data import DataError, check_available, dataset_info, first
+from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
+from harness.report import wide_console
+from harness.results import atomic_write_json, new_run_dir, peak_rss_mb, versions
+from harness.train import Splits, build_run, make_trainer
+
+WARMUP_UPDATES = 3
+TIMED_UPDATES = 20
+EVAL_BATCHES = 10
+# Published train / eval split sizes, for synthetic stand-ins of absent datasets.
+SPLIT_SIZES = {
+    "imagenet": (1_281_167, 50_000),
+    "mnist": (60_000, 10_000),
+    "fashion_mnist": (60_000, 10_000),
+    "cifar10": (50_000, 10_000),
+    "cifar100": (50_000, 10_000),
+}
+FILE_IMAGE_SIZE = 256  # stand-in source resolution for datasets of image files (ImageNet's are about 400x350)
+
+
+class SyntheticImages(Dataset):
+    """Random images of a dataset's shape; `in_memory` ones hold `.data`/`.targets` like torchvision's."""
+
+    def __init__(self, length: int, channels: int, size: int, num_classes: int, transform=None, in_memory=False):
+        self.length, self.channels, self.size, self.transform = length, channels, size, transform
+        self.classes = [str(c) for c in range(num_classes)]
+        self.targets = [i % num_classes for i in range(length)]
+        if in_memory:
+            shape = (length, size, size) if channels == 1 else (length, size, size, channels)
+            self.data = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        pixels = torch.randint(
+            0,
+            256,
+            (self.size, self.size, self.channels),
+            dtype=torch.uint8,
+            generator=torch.Generator().manual_seed(index),
+        )
+        image = Image.fromarray(pixels.squeeze(-1).numpy())
+        return (self.transform(image) if self.transform else image), self.targets[index]
+
+
+def synthetic_splits(plan, args: argparse.Namespace, recipe, data_path: str) -> Splits:
+    """Stand-ins for an absent dataset: its channels, native size (or FILE_IMAGE_SIZE) and split sizes."""
+    info = dataset_info(plan.dataset)
+    if plan.dataset not in SPLIT_SIZES:
+        raise ConfigError(f"--estimate needs {plan.dataset} on disk (its size is unknown): {info.how_to_get}")
+    train_tf, eval_tf = build_transforms(recipe, info.channels) if data_path == "workers" else (None, None)
+    size, classes, memory = info.native_size or FILE_IMAGE_SIZE, info.num_classes or 1000, data_path == "memory"
+    limits = budget_limits(plan.budget)
+    n_train, n_eval = SPLIT_SIZES[plan.dataset]
+    train = first(SyntheticImages(n_train, info.channels, size, classes, train_tf, memory), limits.max_train_samples)
+    evaluate = first(SyntheticImages(n_eval, info.channels, size, classes, eval_tf, memory), limits.max_eval_samples)
+    note = f"synthetic data: {len(train)} train / {len(evaluate)} eval random {size}x{size} images"
+    return Splits(train, evaluate, classes, None, [note])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _micro_batches(t: Trainer):
+    """The training loader, epoch after epoch."""
+    epoch = 0
+    while True:
+        if hasattr(t.train_loader, "set_epoch"):
+            t.train_loader.set_epoch(epoch)
+        yield from t.train_loader
+        epoch += 1
+
+
+def time_updates(t: Trainer, warmup: int, timed: int) -> dict:
+    """Seconds per optimizer update, split into waiting for the loader and computing (the device synchronised
+    after each micro-step, so the split is exact; the training loop itself never synchronises)."""
+    t.model.train()
+    set_frozen(t, 0)
+    device, tally, batches = t.accelerator.device, DeviceTally(t.accelerator.device), _micro_batches(t)
+    data_s = compute_s = 0.0
+    for update in range(warmup + timed):
+        if update == warmup and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(t.accum_steps):
+            fetched = time.perf_counter()
+            images, targets = next(batches)
+            _sync(device)
+            started = time.perf_counter()
+            train_micro_step(t, images, targets, tally)
+            _sync(device)
+            if update >= warmup:
+                data_s += started - fetched
+                compute_s += time.perf_counter() - started
+        count_update(t)
+    if not math.isfinite(tally.read(t.accelerator)["loss_sum"]):
+        raise ConfigError("the training loss became non-finite within the timed updates; check the recipe's LR")
+    return {"update_s": (data_s + compute_s) / timed, "data_wait_s": data_s / timed, "compute_s": compute_s / timed}
+
+
+@torch.no_grad()
+def time_evaluation(t: Trainer, batches: int) -> float:
+    """Evaluation images per second on this process, over a slice of the eval loader after one untimed batch."""
+    t.model.eval()
+    device, loader = t.accelerator.device, iter(t.eval_loader)
+    images, _ = next(loader)
+    with t.accelerator.autocast():
+        t.model(images)
+    _sync(device)
+    seen, start = 0, time.perf_counter()
+    for _, (images, _targets) in zip(range(batches), loader, strict=False):
+        with t.accelerator.autocast():
+            t.model(images)
+        seen += images.shape[0]
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    if not seen:  # a one-batch eval set: the warm batch is all there is
+        return images.shape[0] / max(elapsed, 1e-9)
+    return seen / elapsed
+
+
+def projection(run, t: Trainer, timing: dict, eval_img_per_s: float, eval_samples: int) -> dict:
+    """One epoch (training and every evaluation it runs) and the whole schedule, from the timings."""
+    evaluations = 2 if t.ema is not None else 1  # the EMA weights are evaluated too
+    train_epoch_s = t.updates_per_epoch * timing["update_s"]
+    eval_s = evaluations * math.ceil(eval_samples / run.world) / eval_img_per_s
+    epoch_s = train_epoch_s + eval_s
+    total_s = epoch_s * run.recipe.epochs
+    return {
+        "img_per_s": run.batches.global_batch / timing["update_s"],
+        "epoch_s": epoch_s,
+        "total_s": total_s,
+        "device_hours": total_s * run.world / 3600,
+        "train_epoch_s": train_epoch_s,
+        "eval_s": eval_s,
+        "updates_per_epoch": t.updates_per_epoch,
+        "epochs": run.recipe.epochs,
+        "update_s": timing["update_s"],
+        "data_wait_s": timing["data_wait_s"],
+        "compute_s": timing["compute_s"],
+        "data_wait_share": timing["data_wait_s"] / timing["update_s"],
+        "eval_img_per_s": eval_img_per_s,
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mb()
+
+
+def estimate(plan, args: argparse.Namespace) -> int:
+    """Build the run, time it, write estimate.json in a new run directory and print it."""
+    try:
+        check_available(plan.dataset, args.data_dir, args.download)
+        synthetic = False
+    except DataError:
+        synthetic = True
+    run = build_run(plan, args, load=synthetic_splits if synthetic else None)
+    t = make_trainer(run)
+    timing = time_updates(t, WARMUP_UPDATES, TIMED_UPDATES)
+    record = {
+        "recipe": run.recipe.name,
+        "model": run.recipe.model,
+        "dataset": plan.dataset,
+        "budget": plan.budget,
+        "synthetic_data": synthetic,
+        **projection(run, t, timing, time_evaluation(t, EVAL_BATCHES), run.eval_samples),
+        "peak_memory_mb_per_device": _peak_memory_mb(run.accelerator.device),
+        "world_size": run.world,
+        "global_batch_size": run.batches.global_batch,
+        "micro_batch_size": run.batches.micro_batch,
+        "grad_accum_steps": run.batches.accum_steps,
+        "data_path": run.data_path,
+        "mixed_precision": run.accelerator.mixed_precision,
+        "device": str(run.accelerator.device),
+        "cpu_threads_per_process": run.cpu_threads,
+        "warmup_updates": WARMUP_UPDATES,
+        "timed_updates": TIMED_UPDATES,
+        "differences": run.differences,
+        "notices": plan.notices + run.notes,
+        "versions": versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if run.accelerator.is_main_process:
+        run_dir = new_run_dir(args.output, f"estimate-{run.recipe.name}", plan.dataset, plan.budget, args.seed)
+        atomic_write_json(run_dir / "estimate.json", record)
+        print_estimate(record)
+        wide_console().print(f"wrote {run_dir / 'estimate.json'}")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def print_estimate(record: dict) -> None:
+    table = Table(title=f"estimate: {record['recipe']} on {record['dataset']} ({record['budget']} budget)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("data", "synthetic (dataset absent)" if record["synthetic_data"] else "the dataset on disk"),
+        ("device", f"{record['device']} x {record['world_size']} ({record['mixed_precision'].replace('no', 'fp32')})"),
+        (
+            "global batch = micro x accumulation x processes",
+            f"{record['global_batch_size']} = {record['micro_batch_size']} x {record['grad_accum_steps']} x "
+            f"{record['world_size']}",
+        ),
+        ("img/s (training)", f"{record['img_per_s']:.1f}"),
+        (
+            "step time: waiting for data / computing",
+            f"{record['data_wait_s'] * 1000:.1f} / {record['compute_s'] * 1000:.1f} ms "
+            f"({100 * record['data_wait_share']:.0f}% waiting)",
+        ),
+        ("one epoch (train + eval)", _duration(record["epoch_s"])),
+        (f"whole schedule ({record['epochs']} epochs)", _duration(record["total_s"])),
+        ("device-hours", f"{record['device_hours']:.3g}"),
+        ("peak memory per device", f"{record['peak_memory_mb_per_device']:.0f} MiB"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console = wide_console()
+    for notice in record["notices"]:
+        console.print(f"[yellow]note:[/] {notice}")
+    console.print(table)
