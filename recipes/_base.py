@@ -12,6 +12,7 @@ only where a constraint needs it (a known model or optimizer, an augmentation st
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -208,6 +209,17 @@ def _parse_auto_augment(aa: str) -> None:
         parse(aa, {"translate_const": 100, "img_mean": (124, 116, 104)})
     except (AssertionError, ValueError, KeyError, IndexError) as e:
         raise ValueError(f"timm cannot parse it ({e or 'malformed'}); examples: {AA_EXAMPLES}") from None
+    # timm skips a section without a number (a misspelt 'inc1' as 'incx' is dropped without a word); refuse it.
+    ignored = [
+        c
+        for c in aa.split("-")[1:]
+        if not re.search(r"\d", c) and not (parse is rand_augment_transform and c.startswith("t"))
+    ]
+    if ignored:
+        raise ValueError(
+            f"timm would silently ignore {', '.join(map(repr, ignored))} (a section is a key and a number, "
+            f"e.g. m9, mstd0.5, inc1); examples: {AA_EXAMPLES}"
+        )
 
 
 def recipe_schema() -> dict:

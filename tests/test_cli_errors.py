@@ -26,6 +26,7 @@ SET = {
     "color_jitter=-0.1": "color_jitter=-0.1: input should be greater than or equal to 0",
     "aa='rnd-m9'": "aa='rnd-m9': timm cannot parse it (Unknown AutoAugment config section); examples: rand-m9",
     "aa='rand-x9'": "aa='rand-x9': timm cannot parse it (Unknown RandAugment config section)",
+    "aa='rand-m9-mstd0.5-incx'": "aa='rand-m9-mstd0.5-incx': timm would silently ignore 'incx'",
     "reprob=1.5": "reprob=1.5: input should be less than or equal to 1",
     "aug_repeats=-1": "aug_repeats=-1: input should be greater than or equal to 0",
     "mixup=-0.2": "mixup=-0.2: input should be greater than or equal to 0",
