@@ -61,12 +61,16 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def check_writable(output: Path) -> None:
-    """Raise OSError with a readable message if runs cannot be written under `output`."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"cannot create output directory {output}: {e.strerror}") from None
-    if not output.is_dir() or not os.access(output, os.W_OK | os.X_OK):
+    """Raise OSError with a readable message if runs cannot be written under `output`. Creates nothing: the
+    directory appears with the first run directory, so input refused later leaves no trace."""
+    existing = output.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if existing != output.absolute() and not existing.is_dir():
+        raise OSError(f"cannot create output directory {output}: {existing} is not a directory")
+    if not existing.is_dir():
+        raise OSError(f"output directory {output} is not a directory; pass --output DIR")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise OSError(f"output directory {output} is not writable; pass --output DIR with a writable DIR")
 
 
