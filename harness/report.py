@@ -84,7 +84,7 @@ REQUIRED_KEYS = ("recipe", "model", "dataset", "budget", "eval_top1", "reference
 DASH = "—"
 CHART_CAPTION = (
     "Bars: measured top-1 mean over a group's runs, whiskers one standard deviation; diamonds: the reported "
-    "number. * marks a group that differs from the published setting (not comparable)."
+    "number. * marks a group that differs from the published setting (not comparable to it)."
 )
 # Differences the console table shows under a "not comparable" row; the rest are in each run's summary.json.
 CONSOLE_DIFFERENCES = 3
@@ -456,7 +456,7 @@ def chart_groups(frame: pd.DataFrame) -> list[dict]:
     """What the comparison chart draws per group: a label, the measured mean and spread, the reported number."""
     return [
         {
-            "label": f"{_group_label(row)} (n={row['n']})" + (" *" if row["verdict"] == "not comparable" else ""),
+            "label": f"{_group_label(row)} (n={row['n']})" + (" *" if row["fidelity"] else ""),
             "mean": float(row["mean"]),
             "std": float(row["std"]),
             "reported": float(row["reported"]),
