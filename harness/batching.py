@@ -28,12 +28,17 @@ class BatchSplit:
         return self.per_process // self.micro_batch
 
 
-def working_micro_batches(global_batch: int, processes: int) -> list[int]:
-    """Every micro-batch that divides the per-process share of the global batch."""
+def mixes_pairs(recipe) -> bool:
+    """Mixup/CutMix pair the images of a batch, so they need an even micro-batch."""
+    return recipe.mixup > 0 or recipe.cutmix > 0
+
+
+def working_micro_batches(global_batch: int, processes: int, even: bool = False) -> list[int]:
+    """Every micro-batch that divides the per-process share of the global batch (only even ones for `even`)."""
     if global_batch % processes:
         return []
     per_process = global_batch // processes
-    return [m for m in range(1, per_process + 1) if per_process % m == 0]
+    return [m for m in range(1, per_process + 1) if per_process % m == 0 and not (even and m % 2)]
 
 
 def split_batch(global_batch: int, processes: int, micro_batch: int | None, even: bool = False) -> BatchSplit:
@@ -42,7 +47,7 @@ def split_batch(global_batch: int, processes: int, micro_batch: int | None, even
         raise ConfigError(f"global batch {global_batch} does not split over {processes} processes")
     per_process = global_batch // processes
     micro = per_process if micro_batch is None else micro_batch
-    working = [m for m in working_micro_batches(global_batch, processes) if not even or m % 2 == 0]
+    working = working_micro_batches(global_batch, processes, even)
     if micro not in working:
         why = "a positive divisor of" if not even else "an even divisor of"
         raise ConfigError(
@@ -58,7 +63,7 @@ def probe_micro_batch(split: BatchSplit, try_step: Callable[[int], None], even: 
     smaller divisor of the per-process batch instead of by 10%."""
     from accelerate.utils import find_executable_batch_size
 
-    working = [m for m in working_micro_batches(split.global_batch, split.processes) if not even or m % 2 == 0]
+    working = working_micro_batches(split.global_batch, split.processes, even)
     candidates = sorted(working, reverse=True)
 
     def next_smaller() -> int:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from harness.build import build_transforms
 from harness.config import ConfigError, budget_limits
-from harness.data import DataError, check_available, dataset_info, first
+from harness.data import dataset_info, first
 from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
 from harness.report import wide_console
 from harness.results import atomic_write_json, new_run_dir, peak_rss_mb, versions
@@ -175,11 +175,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def estimate(plan, args: argparse.Namespace) -> int:
     """Build the run, time it, write estimate.json in a new run directory and print it."""
-    try:
-        check_available(plan.dataset, args.data_dir, args.download)
-        synthetic = False
-    except DataError:
-        synthetic = True
+    synthetic = plan.synthetic_data  # decided while planning, where the dataset was looked for
     run = build_run(plan, args, load=synthetic_splits if synthetic else None)
     t = make_trainer(run)
     timing = time_updates(t, WARMUP_UPDATES, TIMED_UPDATES)

@@ -13,22 +13,20 @@ import argparse
 import dataclasses
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
 from timm.models import split_model_name_tag
 
+from harness.batching import split_batch
 from harness.build import build_transforms
-from harness.config import ConfigError, budget_limits, fidelity
+from harness.config import budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, first, make_loader
 from harness.engine import evaluate
-from harness.memory import BatchEvalTransform, MemoryLoader, split_tensors
-from harness.plots import write_plots
-from harness.report import render_markdown, rich_table, wide_console
-from harness.results import atomic_write_json, atomic_write_text, new_run_dir, peak_rss_mb, versions
-from harness.train import _wants_cuda, choose_data_path, make_accelerator, set_cpu_threads
+from harness.memory import memory_eval_loader
+from harness.report import wide_console
+from harness.results import peak_rss_mb, versions
+from harness.train import _wants_cuda, choose_data_path, publish_record, shared_run_dir, start_accelerator
 from harness.weights import model_with_weights
 
 # The recipe fields that change what an evaluation measures; differences in training settings do not.
@@ -53,16 +51,13 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
     full_eval = len(eval_set)
     eval_set = first(eval_set, budget_limits(plan.budget).max_eval_samples)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
-    if data_path == "memory":  # the eval half of memory_loaders: the training split stays where it is
-        images, labels = (t.to(accelerator.device) for t in split_tensors(eval_set))
-        transform = BatchEvalTransform(recipe, accelerator.device)
-        loader = MemoryLoader(
-            images,
-            labels,
+    if data_path == "memory":
+        loader = memory_eval_loader(
+            recipe,
+            eval_set,
             per_device,
-            transform,
-            False,
             args.seed,
+            accelerator.device,
             accelerator.process_index,
             accelerator.num_processes,
         )
@@ -71,28 +66,13 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
     return loader, data_path, len(eval_set), full_eval, num_classes, class_names
 
 
-def _shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, recipe) -> Path:
-    path = [None]
-    if accelerator.is_main_process:
-        run_dir = new_run_dir(args.output, f"{recipe.name}-eval", plan.dataset, plan.budget, args.seed)
-        atomic_write_json(run_dir / "run.json", plan.saved_args)
-        atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
-        path = [str(run_dir)]
-    return Path(broadcast_object_list(path)[0])
-
-
 def evaluate_weights(plan, args: argparse.Namespace) -> int:
     wall_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    recipe = plan.recipe
-    accelerator = make_accelerator(recipe.amp)
-    recipe = dataclasses.replace(recipe, amp=accelerator.mixed_precision != "no")
-    cpu_threads = set_cpu_threads(accelerator, args.threads)
-    set_seed(args.seed)
+    accelerator, cpu_threads = start_accelerator(plan.recipe, args)
+    recipe = dataclasses.replace(plan.recipe, amp=accelerator.mixed_precision != "no")
     world = accelerator.num_processes
-    if recipe.batch_size % world:
-        raise ConfigError(f"global batch {recipe.batch_size} does not split over {world} processes")
-    per_device = recipe.batch_size // world
+    per_device = split_batch(recipe.batch_size, world, None).per_process
     loader, data_path, eval_images, full_eval, num_classes, class_names = _eval_loader(
         plan, args, recipe, accelerator, per_device
     )
@@ -102,7 +82,7 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
     differences = evaluation_differences(plan.published, recipe, extra)
 
     console = wide_console()
-    run_dir = _shared_run_dir(accelerator, plan, args, recipe)
+    run_dir = shared_run_dir(accelerator, plan, args, recipe, label=f"{recipe.name}-eval")
     if accelerator.is_main_process:
         for notice in plan.notices:
             console.print(f"[yellow]note:[/] {notice}")
@@ -140,10 +120,5 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    summary["plots"] = write_plots(run_dir, [], final["confusion_matrix"], class_names)
-    atomic_write_json(run_dir / "summary.json", summary)
-    record = {**summary, "_run_dir": run_dir.name}
-    atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
-    console.print(rich_table([record]))
-    console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
+    publish_record(run_dir, summary, [], class_names)
     return 0

@@ -254,8 +254,12 @@ def memory_loaders(recipe: Recipe, train_set: Dataset, eval_set: Dataset, per_de
                    device: torch.device, rank: int, world: int) -> tuple[MemoryLoader, MemoryLoader]:
     """Train and eval loaders over the two splits, copied once to `device`."""
     train_images, train_labels = (t.to(device) for t in split_tensors(train_set))
-    eval_images, eval_labels = (t.to(device) for t in split_tensors(eval_set))
     train = MemoryLoader(train_images, train_labels, per_device, BatchAugment(recipe, device), True, seed, rank, world)
-    evaluate = MemoryLoader(eval_images, eval_labels, per_device, BatchEvalTransform(recipe, device), False, seed,
-                            rank, world)
-    return train, evaluate
+    return train, memory_eval_loader(recipe, eval_set, per_device, seed, device, rank, world)
+
+
+def memory_eval_loader(recipe: Recipe, eval_set: Dataset, per_device: int, seed: int, device: torch.device,
+                       rank: int, world: int) -> MemoryLoader:
+    """The eval loader alone (what an evaluation of saved weights needs), the split copied once to `device`."""
+    images, labels = (t.to(device) for t in split_tensors(eval_set))
+    return MemoryLoader(images, labels, per_device, BatchEvalTransform(recipe, device), False, seed, rank, world)

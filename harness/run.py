@@ -151,6 +151,7 @@ class Plan:
     saved_args: dict
     resume_dir: Path | None
     log_with: list[str]
+    synthetic_data: bool = False  # --estimate without the dataset: timed on random images of its shape
 
 
 def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str]) -> tuple[str, str]:
@@ -168,7 +169,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     published, start = resolved.published, resolved.recipe
     log_with = parse_log_with(args.log_with)
     budget = args.budget or "full"
-    notices = []
+    notices, synthetic = [], False
     dataset = args.dataset or start.dataset
     dataset_info(dataset)
     try:
@@ -176,6 +177,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     except DataError as missing:
         if args.estimate:  # timed on random images of the dataset's shape instead
             notices.append(f"{dataset} not available ({missing}); estimating on synthetic data of its shape and size")
+            synthetic = True
         elif args.dataset:
             raise
         else:
@@ -216,7 +218,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     }
     return Plan(
         published, recipe, resolved.published_source, dataset, budget, notices, lr_rescale, saved_args, args.resume,
-        log_with,
+        log_with, synthetic,
     )
 
 
@@ -230,10 +232,9 @@ def check_eval_only(args: argparse.Namespace, recipe: Recipe) -> None:
 
 def check_batches(recipe: Recipe, args: argparse.Namespace) -> None:
     """Refuse a micro-batch that does not divide the global batch over the launched processes, before any work."""
-    from harness.batching import split_batch
+    from harness.batching import mixes_pairs, split_batch
 
-    split_batch(recipe.batch_size, int(os.environ.get("WORLD_SIZE", "1")), args.micro_batch,
-                even=recipe.mixup > 0 or recipe.cutmix > 0)
+    split_batch(recipe.batch_size, int(os.environ.get("WORLD_SIZE", "1")), args.micro_batch, even=mixes_pairs(recipe))
 
 
 def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:

@@ -30,7 +30,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from harness import trackers
-from harness.batching import BatchSplit, probe_micro_batch, split_batch
+from harness.batching import BatchSplit, mixes_pairs, probe_micro_batch, split_batch
 from harness.build import (
     build_mixup,
     build_optimizer,
@@ -167,14 +167,15 @@ def check_resumable(run_dir: Path, recipe, seed: int, force: bool) -> None:
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run instead")
 
 
-def _shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, recipe) -> Path:
-    """The main process creates (or reuses) the run directory and tells the others where it is."""
+def shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, recipe, label: str | None = None) -> Path:
+    """The main process creates (or reuses) the run directory and tells the others where it is; `label` names a
+    new one (default: the recipe's name)."""
     path = [None]
     if accelerator.is_main_process:
         if plan.resume_dir is not None:
             run_dir = plan.resume_dir
         else:
-            run_dir = new_run_dir(args.output, recipe.name, plan.dataset, plan.budget, args.seed)
+            run_dir = new_run_dir(args.output, label or recipe.name, plan.dataset, plan.budget, args.seed)
             atomic_write_json(run_dir / "run.json", plan.saved_args)
         atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
         atomic_write_text(run_dir / "recipe.yaml", recipe_yaml(recipe, plan.published_source))
@@ -229,11 +230,6 @@ def start_accelerator(recipe, args: argparse.Namespace, log_with: list[str] | No
     cpu_threads = set_cpu_threads(accelerator, args.threads)
     set_seed(args.seed)
     return accelerator, cpu_threads
-
-
-def mixes_pairs(recipe) -> bool:
-    """Mixup/CutMix pair the images of a batch, so they need an even micro-batch."""
-    return recipe.mixup > 0 or recipe.cutmix > 0
 
 
 def resolve_for_processes(recipe, accelerator: Accelerator, micro_batch: int | None) -> tuple[object, BatchSplit]:
@@ -350,7 +346,7 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
 
     `load(plan, args, recipe, data_path) -> Splits` replaces the dataset loading (the estimate's synthetic data)."""
     started_at, wall_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-    accelerator, cpu_threads = start_accelerator(plan.recipe, args, getattr(plan, "log_with", None))
+    accelerator, cpu_threads = start_accelerator(plan.recipe, args, plan.log_with)
     recipe, split = resolve_for_processes(plan.recipe, accelerator, args.micro_batch)
     if plan.resume_dir is not None:
         check_resumable(plan.resume_dir, recipe, args.seed, args.force)
@@ -417,7 +413,7 @@ def make_trainer(run: BuiltRun) -> Trainer:
 
 def open_run_dir(run: BuiltRun) -> Path:
     """The run directory, announced with the plan's notices on the main process."""
-    run_dir = _shared_run_dir(run.accelerator, run.plan, run.args, run.recipe)
+    run_dir = shared_run_dir(run.accelerator, run.plan, run.args, run.recipe)
     if run.accelerator.is_main_process:
         console = wide_console()
         for notice in run.plan.notices:
@@ -487,7 +483,12 @@ def write_record(run: BuiltRun, trainer: Trainer, final: dict, run_dir: Path, el
         weights = run.accelerator.unwrap_model(run.model).state_dict()
         save_file({k: v.contiguous() for k, v in weights.items()}, str(run.args.save_weights))
         summary["saved_weights"] = str(run.args.save_weights)
-    summary["plots"] = write_plots(run_dir, trainer.history, final["confusion_matrix"], run.class_names)
+    publish_record(run_dir, summary, trainer.history, run.class_names)
+
+
+def publish_record(run_dir: Path, summary: dict, history: list[dict], class_names: list[str] | None) -> None:
+    """A finished record's plots, summary.json and report.md, and its row on the console (main process only)."""
+    summary["plots"] = write_plots(run_dir, history, summary["confusion_matrix"], class_names)
     atomic_write_json(run_dir / "summary.json", summary)
     record = {**summary, "_run_dir": run_dir.name}
     atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
