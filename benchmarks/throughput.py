@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from harness.build import build_model, build_optimizer, build_train_loss  # noqa: E402
 from harness.data import build_datasets  # noqa: E402
-from harness.memory import BatchAugment  # noqa: E402
+from harness.data.memory import BatchAugment  # noqa: E402
 from harness.results import versions  # noqa: E402
 from recipes import get_recipe  # noqa: E402
 

@@ -6,11 +6,10 @@ import math
 
 import timm
 import torch
-from timm.data import Mixup, create_transform
+from timm.data import Mixup
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from torchvision import transforms as T
 
 from harness import models  # noqa: F401  (registers the seed reports' architectures with timm)
 from recipes import Recipe
@@ -42,37 +41,6 @@ def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
             f"pretrained weights for {recipe.model} could not be fetched ({reason}); "
             "pass --pretrained-file PATH, or --set pretrained=False to train from scratch"
         ) from None
-
-
-def build_transforms(recipe: Recipe, channels: int):
-    """(train, eval) transforms from timm, with grey images expanded to three channels first."""
-    train = create_transform(
-        recipe.img_size,
-        is_training=True,
-        scale=recipe.scale,
-        ratio=recipe.ratio,
-        hflip=recipe.hflip,
-        color_jitter=recipe.color_jitter,
-        auto_augment=recipe.aa,
-        interpolation=recipe.interpolation,
-        mean=recipe.mean,
-        std=recipe.std,
-        re_prob=recipe.reprob,
-    )
-    evaluate = create_transform(
-        recipe.test_img_size,
-        is_training=False,
-        interpolation=recipe.interpolation,
-        crop_pct=recipe.crop_pct,
-        mean=recipe.mean,
-        std=recipe.std,
-    )
-    if recipe.rotate > 0:
-        train = T.Compose([T.RandomRotation(recipe.rotate), train])
-    if channels == 1:
-        to_rgb = T.Grayscale(num_output_channels=3)
-        train, evaluate = T.Compose([to_rgb, train]), T.Compose([to_rgb, evaluate])
-    return train, evaluate
 
 
 def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:

@@ -18,9 +18,9 @@ from PIL import Image
 from rich.table import Table
 from torch.utils.data import Dataset
 
-from harness.build import build_transforms
 from harness.config import ConfigError, budget_limits
 from harness.data import dataset_info, first
+from harness.data.transforms import worker_transforms
 from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
 from harness.report import wide_console
 from harness.results import atomic_write_json, new_run_dir, peak_rss_mb, versions
@@ -66,13 +66,13 @@ class SyntheticImages(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
-def synthetic_splits(plan, args: argparse.Namespace, recipe, data_path: str) -> Splits:
+def synthetic_splits(plan, args: argparse.Namespace, recipe, route) -> Splits:
     """Stand-ins for an absent dataset: its channels, native size (or FILE_IMAGE_SIZE) and split sizes."""
     info = dataset_info(plan.dataset)
     if plan.dataset not in SPLIT_SIZES:
         raise ConfigError(f"--estimate needs {plan.dataset} on disk (its size is unknown): {info.how_to_get}")
-    train_tf, eval_tf = build_transforms(recipe, info.channels) if data_path == "workers" else (None, None)
-    size, classes, memory = info.native_size or FILE_IMAGE_SIZE, info.num_classes or 1000, data_path == "memory"
+    train_tf, eval_tf = worker_transforms(recipe, info.channels, route)
+    size, classes, memory = info.native_size or FILE_IMAGE_SIZE, info.num_classes or 1000, route.path == "memory"
     limits = budget_limits(plan.budget)
     n_train, n_eval = SPLIT_SIZES[plan.dataset]
     train = first(SyntheticImages(n_train, info.channels, size, classes, train_tf, memory), limits.max_train_samples)

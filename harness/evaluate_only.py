@@ -19,14 +19,15 @@ from accelerate import Accelerator
 from timm.models import split_model_name_tag
 
 from harness.batching import split_batch
-from harness.build import build_transforms
 from harness.config import budget_limits, fidelity
-from harness.data import build_datasets, dataset_info, first, make_loader
+from harness.data import build_datasets, dataset_info, first
+from harness.data.loader import worker_eval_loader
+from harness.data.memory import memory_eval_loader
+from harness.data.transforms import worker_transforms
 from harness.engine import evaluate
-from harness.memory import memory_eval_loader
 from harness.report import wide_console
 from harness.results import peak_rss_mb, versions
-from harness.train import _wants_cuda, choose_data_path, publish_record, shared_run_dir, start_accelerator
+from harness.train import choose_route, publish_record, shared_run_dir, start_accelerator
 from harness.weights import model_with_weights
 
 # The recipe fields that change what an evaluation measures; differences in training settings do not.
@@ -45,13 +46,13 @@ def evaluation_differences(published, recipe, extra: list[str]) -> list[str]:
 def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
     """(eval loader prepared for the processes, eval images, images before the budget's limit, classes, names)."""
     info = dataset_info(plan.dataset)
-    data_path = choose_data_path(args.loader, recipe, plan.dataset, accelerator.num_processes)
-    eval_tf = build_transforms(recipe, info.channels)[1] if data_path == "workers" else None
+    route = choose_route(args, recipe, plan.dataset, accelerator.num_processes)
+    eval_tf = worker_transforms(recipe, info.channels, route)[1]
     train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, None, eval_tf)
     full_eval = len(eval_set)
     eval_set = first(eval_set, budget_limits(plan.budget).max_eval_samples)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
-    if data_path == "memory":
+    if route.path == "memory":
         loader = memory_eval_loader(
             recipe,
             eval_set,
@@ -62,8 +63,8 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
             accelerator.num_processes,
         )
     else:
-        loader = accelerator.prepare(make_loader(eval_set, per_device, False, args.workers, args.seed, _wants_cuda()))
-    return loader, data_path, len(eval_set), full_eval, num_classes, class_names
+        loader = worker_eval_loader(accelerator, recipe, eval_set, per_device, args.workers, args.seed)
+    return loader, route.path, len(eval_set), full_eval, num_classes, class_names
 
 
 def evaluate_weights(plan, args: argparse.Namespace) -> int:
@@ -106,6 +107,7 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
         "per_device_batch_size": per_device,
         "mixed_precision": accelerator.mixed_precision,
         "data_path": data_path,
+        "worker_output": "uint8" if data_path == "workers" else None,
         "channels_last": True,
         "peak_rss_mb": peak_rss_mb(),
         "device": str(accelerator.device),

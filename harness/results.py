@@ -173,6 +173,9 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "grad_accum_steps": run.batches.accum_steps,
         "mixed_precision": run.accelerator.mixed_precision,
         "data_path": run.data_path,
+        # The per-image path's workers hand over uint8; conversion, normalisation and erasing run on the device.
+        "worker_output": "uint8" if run.data_path == "workers" else None,
+        "augment_on": run.augment_on,
         "channels_last": True,
         "compiled": args.compile,
         "peak_rss_mb": peak_rss_mb(),

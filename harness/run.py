@@ -31,7 +31,7 @@ from harness.config import (
     rescale_lr,
 )
 from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, check_available, dataset_info
-from harness.memory import LOADERS, unsupported
+from harness.data.route import AUGMENT_ON, LOADERS, RouteError, choose_route
 from harness.options import OneLineErrorParser, describe_range, int_in_range
 from harness.recipe_files import SUFFIXES, recipe_mapping, recipe_yaml, resolve
 from harness.trackers import parse_log_with
@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="memory: whole split on the device, augmented per batch there; workers: per-image transforms in "
         "DataLoader workers; auto (default): memory wherever the dataset and the recipe's augmentations allow",
+    )
+    p.add_argument(
+        "--augment-on",
+        choices=AUGMENT_ON,
+        default="auto",
+        help="where the recipe's RandAugment/AutoAugment/AugMix policy runs: device (batched, per sample) or "
+        "workers (per image, in PIL); auto (default): the device wherever it has the policy",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
     p.add_argument(
@@ -195,10 +202,10 @@ def plan_run(args: argparse.Namespace) -> Plan:
     recipe = apply_overrides(recipe, overrides)
     recipe, size_notice = follow_test_size(published, recipe, overrides)
     notices += [size_notice] if size_notice else []
-    if args.loader == "memory":
-        reasons = unsupported(recipe, dataset, int(os.environ.get("WORLD_SIZE", "1")))
-        if reasons:
-            raise ConfigError(f"--loader memory cannot run {recipe.name}: {'; '.join(reasons)}; use --loader workers")
+    try:
+        choose_route(args.loader, args.augment_on, recipe, dataset, int(os.environ.get("WORLD_SIZE", "1")))
+    except RouteError as e:
+        raise ConfigError(str(e)) from None
     if args.pretrained_file is not None and not args.pretrained_file.is_file():
         raise ConfigError(f"--pretrained-file {args.pretrained_file} does not exist")
     check_batches(recipe, args)

@@ -10,12 +10,10 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
@@ -25,9 +23,7 @@ from accelerate.utils import (
     set_seed,
 )
 from safetensors.torch import save_file
-from timm.data.distributed_sampler import RepeatAugSampler
 from timm.utils import ModelEmaV3
-from torch.utils.data import DataLoader
 
 from harness import trackers
 from harness.batching import BatchSplit, mixes_pairs, probe_micro_batch, split_batch
@@ -36,7 +32,6 @@ from harness.build import (
     build_optimizer,
     build_scheduler,
     build_train_loss,
-    build_transforms,
     frozen_parameters,
 )
 from harness.checkpoint import (
@@ -52,15 +47,18 @@ from harness.data import (
     DataError,
     build_datasets,
     check_unreadable,
-    collate_readable,
     dataset_info,
     first,
     log_unreadable_to,
-    make_loader,
     unreadable_images,
 )
+from harness.data.autoaugment import device_policy
+from harness.data.loader import worker_eval_loader, worker_train_loader
+from harness.data.memory import memory_loaders
+from harness.data.route import DataRoute, RouteError
+from harness.data.route import choose_route as data_route
+from harness.data.transforms import worker_transforms
 from harness.engine import NonFiniteLoss, Trainer, fit
-from harness.memory import memory_loaders, unsupported
 from harness.plots import write_plots
 from harness.recipe_files import recipe_yaml
 from harness.report import render_markdown, rich_table, wide_console
@@ -95,7 +93,8 @@ def make_accelerator(
         mixed_precision=precision,
         step_scheduler_with_optimizer=False,
         cpu=not _wants_cuda(),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # Pinned batches move to the GPU without blocking the host (the per-image path pins them).
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=_wants_cuda()),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,
         # The number of micro-steps per update is set once the micro-batch is known; every epoch trains whole
@@ -118,35 +117,12 @@ def set_cpu_threads(accelerator: Accelerator, requested: int | None) -> int:
     return threads
 
 
-def choose_data_path(requested: str, recipe, dataset: str, world: int) -> str:
-    """'memory' or 'workers'; `--loader memory` on a recipe it cannot run was refused while planning."""
-    if requested == "auto":
-        return "workers" if unsupported(recipe, dataset, world) else "memory"
-    return requested
-
-
-def _train_loader(dataset, recipe, accelerator: Accelerator, per_device: int, workers: int, seed: int):
-    """Repeated augmentation shards by itself (timm's RepeatAugSampler); otherwise accelerate shards."""
-    if recipe.aug_repeats > 0:
-        sampler = RepeatAugSampler(
-            dataset,
-            num_replicas=accelerator.num_processes,
-            rank=accelerator.process_index,
-            num_repeats=recipe.aug_repeats,
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=per_device,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=workers,
-            pin_memory=_wants_cuda(),
-            persistent_workers=workers > 0,
-            collate_fn=partial(collate_readable, train=True),
-        )
-        return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0)
-    loader = make_loader(dataset, per_device, True, workers, seed, _wants_cuda())
-    return accelerator.prepare(loader)
+def choose_route(args: argparse.Namespace, recipe, dataset: str, world: int) -> DataRoute:
+    """The data path and where the recipe's policy runs; requests it cannot take were refused while planning."""
+    try:
+        return data_route(args.loader, args.augment_on, recipe, dataset, world)
+    except RouteError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _normalised(recipe_dict: dict) -> dict:
@@ -193,7 +169,8 @@ class BuiltRun:
     accelerator: Accelerator
     cpu_threads: int
     batches: BatchSplit
-    data_path: str
+    data_path: str  # "memory" or "workers"
+    augment_on: str | None  # where the recipe's RandAugment/AutoAugment policy ran ("device", "workers")
     num_classes: int
     class_names: list[str] | None
     datasets: tuple[object, object]  # (train, eval) at the budget's size
@@ -279,10 +256,10 @@ class Splits:
     limits_note: list[str]
 
 
-def load_splits(plan, args: argparse.Namespace, recipe, data_path: str) -> Splits:
+def load_splits(plan, args: argparse.Namespace, recipe, route: DataRoute) -> Splits:
     """The train and eval splits at the budget's size, with a note for each one cut short."""
     info = dataset_info(plan.dataset)
-    train_tf, eval_tf = build_transforms(recipe, info.channels) if data_path == "workers" else (None, None)
+    train_tf, eval_tf = worker_transforms(recipe, info.channels, route)
     train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, train_tf, eval_tf)
     full_train, full_eval = len(train_set), len(eval_set)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
@@ -316,42 +293,35 @@ def prepare_loaders(
     splits: Splits,
     model,
     optimizer,
-    data_path: str,
+    route: DataRoute,
     batch: int,
     args: argparse.Namespace,
 ):
     """(model, optimizer, train loader, eval loader) through `accelerator.prepare`, on the chosen data path."""
-    world = accelerator.num_processes
-    if data_path == "memory":
+    model, optimizer = accelerator.prepare(model, optimizer)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    policy = device_policy(recipe, accelerator.device) if route.augment_on == "device" else None
+    if route.path == "memory":
         train_loader, eval_loader = memory_loaders(
-            recipe,
-            splits.train_set,
-            splits.eval_set,
-            batch,
-            args.seed,
-            accelerator.device,
-            accelerator.process_index,
-            world,
+            recipe, splits.train_set, splits.eval_set, batch, args.seed, accelerator.device, rank, world, policy
         )
-        model, optimizer = accelerator.prepare(model, optimizer)
         return model, optimizer, train_loader, eval_loader
-    train_loader = _train_loader(splits.train_set, recipe, accelerator, batch, args.workers, args.seed)
-    eval_loader = make_loader(splits.eval_set, batch, False, args.workers, args.seed, _wants_cuda())
-    model, optimizer, eval_loader = accelerator.prepare(model, optimizer, eval_loader)
+    train_loader = worker_train_loader(accelerator, recipe, splits.train_set, batch, args.workers, args.seed, policy)
+    eval_loader = worker_eval_loader(accelerator, recipe, splits.eval_set, batch, args.workers, args.seed)
     return model, optimizer, train_loader, eval_loader
 
 
 def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
     """Accelerator, threads, recipe, datasets, model, optimizer and loaders: everything before the first step.
 
-    `load(plan, args, recipe, data_path) -> Splits` replaces the dataset loading (the estimate's synthetic data)."""
+    `load(plan, args, recipe, route) -> Splits` replaces the dataset loading (the estimate's synthetic data)."""
     started_at, wall_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     accelerator, cpu_threads = start_accelerator(plan.recipe, args, plan.log_with)
     recipe, split = resolve_for_processes(plan.recipe, accelerator, args.micro_batch)
     if plan.resume_dir is not None:
         check_resumable(plan.resume_dir, recipe, args.seed, args.force)
-    data_path = choose_data_path(args.loader, recipe, plan.dataset, accelerator.num_processes)
-    splits = (load or load_splits)(plan, args, recipe, data_path)
+    route = choose_route(args, recipe, plan.dataset, accelerator.num_processes)
+    splits = (load or load_splits)(plan, args, recipe, route)
     extra = list(splits.limits_note)
     if args.pretrained_file is not None:
         extra.append(f"weights: initialised from {args.pretrained_file}")
@@ -360,7 +330,7 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
         split = largest_fitting_micro_batch(accelerator, recipe, model, split)
     accelerator.gradient_accumulation_steps = split.accum_steps
     model, optimizer, train_loader, eval_loader = prepare_loaders(
-        accelerator, recipe, splits, model, optimizer, data_path, split.micro_batch, args
+        accelerator, recipe, splits, model, optimizer, route, split.micro_batch, args
     )
     return BuiltRun(
         plan=plan,
@@ -369,7 +339,8 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
         accelerator=accelerator,
         cpu_threads=cpu_threads,
         batches=split,
-        data_path=data_path,
+        data_path=route.path,
+        augment_on=route.augment_on,
         num_classes=splits.num_classes,
         class_names=splits.class_names,
         datasets=(splits.train_set, splits.eval_set),

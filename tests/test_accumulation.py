@@ -11,8 +11,8 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 
 from harness.build import build_model, build_optimizer, build_scheduler, build_train_loss
+from harness.data.memory import BatchAugment, BatchEvalTransform, MemoryLoader
 from harness.engine import NonFiniteLoss, Trainer, train_one_epoch
-from harness.memory import BatchAugment, BatchEvalTransform, MemoryLoader
 from harness.run import main
 from recipes import get_recipe
 from tests.conftest import only_summary

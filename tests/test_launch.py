@@ -81,9 +81,11 @@ def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_on
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
-    from harness.build import build_model, build_transforms
+    from harness.build import build_model
     from harness.checkpoint import complete_checkpoints
-    from harness.data import build_datasets, first, make_loader
+    from harness.data import build_datasets, first
+    from harness.data.loader import worker_eval_loader
+    from harness.data.transforms import build_transforms
     from harness.engine import evaluate
     from recipes import Recipe
 
@@ -94,8 +96,9 @@ def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_on
     _, eval_set, classes = build_datasets("digits", None, False, None, eval_tf)
     model = build_model(recipe, classes)
     model.load_state_dict(load_file(str(complete_checkpoints(run)[-1] / "model.safetensors")))
-    loader = make_loader(first(eval_set, 100), 32, False, 0, 0, False)
-    single = evaluate(Accelerator(cpu=True), model, loader, classes)
+    accelerator = Accelerator(cpu=True)
+    loader = worker_eval_loader(accelerator, recipe, first(eval_set, 100), 32, 0, 0)
+    single = evaluate(accelerator, model, loader, classes)
     assert single["eval_samples"] == 100
     assert single["eval_top1"] == summary["eval_top1"] and single["eval_top5"] == summary["eval_top5"]
     assert single["confusion_matrix"] == summary["confusion_matrix"]
@@ -117,8 +120,8 @@ def test_two_process_in_memory_evaluation_counts_each_image_once_and_equals_one_
     from harness.build import build_model
     from harness.checkpoint import complete_checkpoints
     from harness.data import DigitsDataset, first
+    from harness.data.memory import BatchEvalTransform, MemoryLoader, split_tensors
     from harness.engine import evaluate
-    from harness.memory import BatchEvalTransform, MemoryLoader, split_tensors
     from recipes import Recipe
 
     run = next(p for p in tmp_path.iterdir() if p.is_dir())

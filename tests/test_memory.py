@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Subset
 
-from harness.build import build_transforms
 from harness.data import DigitsDataset
-from harness.memory import (
+from harness.data.device import DeviceStage
+from harness.data.memory import (
     BatchAugment,
     BatchEvalTransform,
     MemoryLoader,
@@ -24,6 +24,7 @@ from harness.memory import (
     split_tensors,
     unsupported,
 )
+from harness.data.transforms import build_transforms
 from recipes import get_recipe, list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +36,12 @@ def digits():
     return split_tensors(DigitsDataset(True))
 
 
-def per_image(transform, images: torch.Tensor, seed: int) -> torch.Tensor:
+def per_image(transform, images: torch.Tensor, seed: int, recipe, train: bool = False) -> torch.Tensor:
+    """The per-image path: each image through the worker transform (uint8), the batch through the device stage."""
     torch.manual_seed(seed)
-    return torch.stack([transform(Image.fromarray(img[0].numpy(), mode="L")) for img in images])
+    uint8 = torch.stack([transform(Image.fromarray(img[0].numpy(), mode="L")) for img in images])
+    assert uint8.dtype == torch.uint8
+    return DeviceStage(recipe, CPU, train)(uint8)
 
 
 def plain(recipe_name="cnn_fmnist", **changes):
@@ -71,11 +75,11 @@ def test_without_randomness_a_batch_equals_the_per_image_transform(digits, size)
     recipe = plain(img_size=size, test_img_size=size)
     train_tf, eval_tf = build_transforms(recipe, channels=1)
     batch = BatchAugment(recipe, CPU)(images, torch.Generator().manual_seed(0))
-    reference = per_image(train_tf, images, 0)
+    reference = per_image(train_tf, images, 0, recipe, train=True)
     assert batch.shape == reference.shape == (64, 3, size, size)
     # PIL resizes in fixed point; a resize may differ from the tensor one in the last bit of a channel.
     assert (batch - reference).abs().max() < 0.02
-    assert torch.allclose(BatchEvalTransform(recipe, CPU)(images), per_image(eval_tf, images, 0), atol=1e-5)
+    assert torch.allclose(BatchEvalTransform(recipe, CPU)(images), per_image(eval_tf, images, 0, recipe), atol=1e-5)
 
 
 def test_eval_transform_resizes_by_crop_pct_and_centre_crops_like_timm(digits):
@@ -84,7 +88,7 @@ def test_eval_transform_resizes_by_crop_pct_and_centre_crops_like_timm(digits):
     _, eval_tf = build_transforms(recipe, channels=1)
     batch = BatchEvalTransform(recipe, CPU)(images)
     assert batch.shape == (32, 3, 24, 24)
-    assert torch.allclose(batch, per_image(eval_tf, images, 0), atol=0.02)
+    assert torch.allclose(batch, per_image(eval_tf, images, 0, recipe), atol=0.02)
 
 
 def test_flip_always_mirrors_and_channels_last_leaves(digits):
@@ -140,7 +144,7 @@ def test_random_augmentations_match_the_per_image_pipeline_in_distribution(digit
     recipe = dataclasses.replace(get_recipe(name), img_size=32, test_img_size=32)
     train_tf, _ = build_transforms(recipe, channels=1)
     batch = BatchAugment(recipe, CPU)(images, torch.Generator().manual_seed(1))
-    reference = per_image(train_tf, images, 1)
+    reference = per_image(train_tf, images, 1, recipe, train=True)
     ours, theirs = stats(batch), stats(reference)
     assert batch.shape == reference.shape and batch.dtype == reference.dtype
     spread = theirs["std"]
@@ -209,13 +213,13 @@ def test_the_run_record_says_which_data_path_ran(tmp_path):
     assert summary["compiled"] is False and 0 < summary["peak_rss_mb"] < 2048
 
 
-def test_forcing_the_memory_path_on_a_randaugment_recipe_is_refused(tmp_path):
-    result = run("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--output", str(tmp_path))
+def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path):
+    result = run("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
+                 "--output", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: --loader memory cannot run rsb_a3: aa='rand-m6-mstd0.5-inc1' runs per image "
-        "(RandAugment/AutoAugment); use --loader workers"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --loader memory cannot run rsb_a3: ")
+    assert "--augment-on workers runs the policy per image" in lines[0] and lines[0].endswith("use --loader workers")
     assert not any(tmp_path.iterdir())
 
 

@@ -25,12 +25,13 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from timm.data.random_erasing import RandomErasing
+from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import Dataset, Subset
 
+from harness.data.autoaugment import unsupported_on_device
+from harness.data.device import DeviceStage, batch_generator, normalise, to_uint8, to_unit_float
 from recipes import Recipe
 
-LOADERS = ("auto", "memory", "workers")
 IN_MEMORY_DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
 _GRID_MODES = ("bilinear", "bicubic", "nearest")  # named as grid_sample and torchvision name them
 
@@ -40,12 +41,10 @@ def unsupported(recipe: Recipe, dataset: str, world_size: int) -> list[str]:
     reasons = []
     if dataset not in IN_MEMORY_DATASETS:
         reasons.append(f"dataset {dataset} is read from files (in memory: {', '.join(IN_MEMORY_DATASETS)})")
-    if recipe.aa:
-        reasons.append(f"aa={recipe.aa!r} runs per image (RandAugment/AutoAugment)")
+    if recipe.aa and (why := unsupported_on_device(recipe)):
+        reasons.append(why)
     if recipe.interpolation not in _GRID_MODES:
         reasons.append(f"interpolation {recipe.interpolation!r} (in memory: {', '.join(_GRID_MODES)})")
-    if recipe.aug_repeats and world_size > 1:
-        reasons.append("repeated augmentation shards with timm's RepeatAugSampler")
     return reasons
 
 
@@ -133,23 +132,22 @@ def color_jitter(images: torch.Tensor, strength: float, generator, order: list[i
 
 
 class BatchAugment:
-    """The recipe's per-image training transforms, applied to a uint8 batch on its device."""
+    """The recipe's per-image training transforms, applied to a uint8 batch on its device, in timm's order: rotation
+    (the seed reports'), random-resized crop and flip, the recipe's policy (`policy`, uint8 to uint8, on images
+    rounded to 8 bits as PIL holds them) or else colour jitter, then normalisation and random erasing."""
 
-    def __init__(self, recipe: Recipe, device: torch.device):
+    def __init__(self, recipe: Recipe, device: torch.device, policy=None):
         self.size = recipe.img_size
         self.scale, self.ratio = recipe.scale, recipe.ratio
         self.hflip, self.rotate, self.jitter = recipe.hflip, recipe.rotate, recipe.color_jitter
         self.mode = recipe.interpolation
-        self.mean = list(recipe.mean)
-        self.std = list(recipe.std)
-        self.erase = (
-            RandomErasing(recipe.reprob, mode="const", max_count=1, device=device) if recipe.reprob > 0 else None
-        )
+        self.policy = policy
+        self.stage = DeviceStage(recipe, device, train=True)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, channels, height, width = batch.shape
         device = batch.device
-        images = batch.float() / 255
+        images = to_unit_float(batch)
         if self.rotate > 0:
             # torchvision's RandomRotation: nearest neighbour at the native size, corners filled with 0
             angle = _uniform((n,), -self.rotate, self.rotate, generator, device)
@@ -162,22 +160,15 @@ class BatchAugment:
                              align_corners=False)
         # Edge pixels repeat beyond the border, as in PIL's resize.
         images = F.grid_sample(images, grid, mode=self.mode, padding_mode="border", align_corners=False).clamp(0, 1)
-        if self.jitter > 0:
+        if self.policy is not None:  # timm leaves colour jitter off when a policy runs
+            rgb = TF.grayscale_to_rgb(images) if channels == 1 else images
+            images = to_unit_float(self.policy(to_uint8(rgb), generator))
+        elif self.jitter > 0:
             # torchvision's random order of ops, drawn on the host from the batch's seed: reading a device
             # permutation back would make every training step wait for the device
             order = random.Random(generator.initial_seed()).sample(range(3), 3)
             images = color_jitter(images, self.jitter, generator, order)
-        images = normalise(images, self.mean, self.std)
-        if self.erase is not None:
-            images = self.erase(images)
-        return images.contiguous(memory_format=torch.channels_last)
-
-
-def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """Grey images become three equal channels, as the per-image path's Grayscale(3) makes them."""
-    if images.shape[1] == 1:
-        images = TF.grayscale_to_rgb(images)
-    return TF.normalize(images, mean, std)
+        return self.stage.finish(images)
 
 
 class BatchEvalTransform:
@@ -193,8 +184,7 @@ class BatchEvalTransform:
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         images = TF.resize(batch, [self.resize_to], interpolation=self.interpolation, antialias=True)
         images = TF.center_crop(images, [self.size, self.size])
-        images = images.float() / 255
-        return normalise(images, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        return normalise(to_unit_float(images), self.mean, self.std).contiguous(memory_format=torch.channels_last)
 
 
 class MemoryLoader:
@@ -205,17 +195,23 @@ class MemoryLoader:
     evaluation drops after gathering, so every image is counted exactly once on any number of processes."""
 
     def __init__(self, images, labels, batch_size: int, transform, train: bool, seed: int, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, repeats: int = 0):
         self.images, self.labels = images, labels
         self.batch_size, self.transform, self.train = batch_size, transform, train
         self.seed, self.rank, self.world = seed, rank, world
         self.epoch = 0
+        # Repeated augmentation: timm's sampler, which spreads each image's repeats over the processes.
+        self.repeat_sampler = None
+        if train and repeats:
+            self.repeat_sampler = RepeatAugSampler(range(len(labels)), world, rank, num_repeats=repeats)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _per_process(self) -> int:
         n = len(self.labels)
+        if self.repeat_sampler is not None:
+            return len(self.repeat_sampler)
         return n // self.world if self.train else math.ceil(n / self.world)
 
     def __len__(self) -> int:
@@ -224,15 +220,14 @@ class MemoryLoader:
 
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
+        if self.repeat_sampler is not None:
+            self.repeat_sampler.set_epoch(self.epoch)
+            return torch.tensor(list(self.repeat_sampler), dtype=torch.long)
         if self.train:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
             return order[self.rank :: self.world][: self._per_process()]
         order = torch.arange(self.rank, n, self.world)
         return torch.cat([order, order.new_full((self._per_process() - len(order),), -1)])
-
-    def _generator(self, step: int) -> torch.Generator:
-        key = ((self.seed * 1_000_003 + self.epoch) * 1_000_003 + step) * 1_009 + self.rank
-        return torch.Generator(device=self.images.device).manual_seed(key % (2**63))
 
     def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices().to(self.images.device)
@@ -241,7 +236,8 @@ class MemoryLoader:
             real = idx >= 0
             safe = torch.where(real, idx, torch.zeros_like(idx))
             labels = torch.where(real, self.labels[safe], torch.full_like(idx, -1))
-            yield self.transform(self.images[safe], self._generator(step)), labels
+            generator = batch_generator(self.seed, self.epoch, step, self.rank, self.images.device)
+            yield self.transform(self.images[safe], generator), labels
 
     def __iter__(self):
         return self.batches(0)
@@ -251,10 +247,14 @@ class MemoryLoader:
 
 
 def memory_loaders(recipe: Recipe, train_set: Dataset, eval_set: Dataset, per_device: int, seed: int,
-                   device: torch.device, rank: int, world: int) -> tuple[MemoryLoader, MemoryLoader]:
-    """Train and eval loaders over the two splits, copied once to `device`."""
+                   device: torch.device, rank: int, world: int, policy=None) -> tuple[MemoryLoader, MemoryLoader]:
+    """Train and eval loaders over the two splits, copied once to `device`; `policy` is the recipe's augmentation
+    policy on the device."""
     train_images, train_labels = (t.to(device) for t in split_tensors(train_set))
-    train = MemoryLoader(train_images, train_labels, per_device, BatchAugment(recipe, device), True, seed, rank, world)
+    augment = BatchAugment(recipe, device, policy)
+    train = MemoryLoader(
+        train_images, train_labels, per_device, augment, True, seed, rank, world, repeats=recipe.aug_repeats
+    )
     return train, memory_eval_loader(recipe, eval_set, per_device, seed, device, rank, world)
 
 

@@ -1,0 +1,72 @@
+"""Loaders of the per-image path: DataLoader workers decode and transform each image to uint8, accelerate shards
+and moves the batches, and a `DeviceStage` finishes each batch on the device."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
+from timm.data.distributed_sampler import RepeatAugSampler
+from torch.utils.data import DataLoader, Dataset
+
+from harness.data.device import DeviceLoader, DeviceStage
+from harness.data.unreadable import collate_readable
+from recipes import Recipe
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int, pin_memory: bool, sampler=None
+) -> DataLoader:
+    """A DataLoader that shuffles (by `seed`) and drops the last partial batch in training; a `sampler` replaces the
+    shuffle."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
+        collate_fn=functools.partial(collate_readable, train=train),
+    )
+
+
+def _sharded_train_loader(
+    accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int
+):
+    """Repeated augmentation shards by itself (timm's RepeatAugSampler); otherwise accelerate shards."""
+    pin = accelerator.device.type == "cuda"
+    if recipe.aug_repeats > 0:
+        sampler = RepeatAugSampler(
+            dataset,
+            num_replicas=accelerator.num_processes,
+            rank=accelerator.process_index,
+            num_repeats=recipe.aug_repeats,
+        )
+        loader = make_loader(dataset, batch, True, workers, seed, pin, sampler=sampler)
+        return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0, non_blocking=pin)
+    return accelerator.prepare(make_loader(dataset, batch, True, workers, seed, pin))
+
+
+def worker_train_loader(
+    accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int, policy=None
+) -> DeviceLoader:
+    """Training batches from workers, finished on the device (`policy`: the recipe's policy run there, if any)."""
+    loader = _sharded_train_loader(accelerator, recipe, dataset, batch, workers, seed)
+    stage = DeviceStage(recipe, accelerator.device, train=True, policy=policy)
+    return DeviceLoader(loader, stage, seed, accelerator.process_index, accelerator.device)
+
+
+def worker_eval_loader(
+    accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int
+) -> DeviceLoader:
+    """Evaluation batches from workers: accelerate pads the processes to equal batches and `gather_for_metrics`
+    drops the padding, so each image is counted once on any number of processes."""
+    pin = accelerator.device.type == "cuda"
+    loader = accelerator.prepare(make_loader(dataset, batch, False, workers, seed, pin))
+    stage = DeviceStage(recipe, accelerator.device, train=False)
+    return DeviceLoader(loader, stage, seed, accelerator.process_index, accelerator.device)
