@@ -258,13 +258,14 @@ def render(rows: list[dict], meta: dict) -> str:
     return header + "\n\n" + shown.to_markdown(index=False) + "\n"
 
 
-def write_readme(path: Path, table: str) -> None:
+def write_readme(path: Path, table: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Replace the block between the `start` and `end` markers of a Markdown file with `table`."""
     text = path.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        raise SystemExit(f"error: {path} has no {MARK_START} ... {MARK_END} block to replace")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    path.write_text(f"{head}{MARK_START}\n{table}{MARK_END}{tail}")
+    if start not in text or end not in text:
+        raise SystemExit(f"error: {path} has no {start} ... {end} block to replace")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{table}{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

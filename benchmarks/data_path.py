@@ -1,0 +1,233 @@
+"""The per-image data path side by side with timm's: worker CPU time per image of RSB A3's training pipeline on a
+folder of ImageNet-sized JPEG photographs, and the loader's throughput end to end.
+
+    python benchmarks/data_path.py                    # 2,000 JPEGs made under a temporary folder, 2 epochs
+    python benchmarks/data_path.py --record benchmarks/results/data-path-cpu.json --readme benchmarks/README.md
+
+Pipelines, each RSB A3's training transform at its published setting (160 px random-resized crop, bicubic, flip,
+rand-m6-mstd0.5-inc1, ImageNet mean/std):
+- timm's `train.py` loader without its prefetcher (workers convert to float and normalise) and with it (workers
+  hand over uint8; normalisation runs in the main process / on the device), built by `timm.data.create_loader` over
+  `timm.data.create_dataset` exactly as train.py builds them;
+- the harness's per-image path with the policy in the workers, and with the policy on the device (workers decode,
+  crop, flip and hand over uint8; RandAugment, normalisation and erasing run per batch on the device).
+
+Worker CPU time is the operating system's account of the worker processes (user + system seconds of the children,
+read when they have exited) over two epochs with one worker, divided by the images they produced. End to end is the
+wall-clock rate of iterating the loader with 1 and 2 workers, the device stage included (on a CPU-only machine the
+"device" is the same cores the workers use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from timm.data import create_dataset, create_loader  # noqa: E402
+
+from benchmarks.throughput import write_readme  # noqa: E402
+from harness.data.autoaugment import device_policy, unsupported_on_device  # noqa: E402
+from harness.data.device import DeviceLoader, DeviceStage  # noqa: E402
+from harness.data.loader import make_loader  # noqa: E402
+from harness.data.readers.folder import SkippingImageFolder  # noqa: E402
+from harness.data.transforms import build_transforms  # noqa: E402
+from harness.results import versions  # noqa: E402
+from recipes import get_recipe  # noqa: E402
+
+MARKS = ("<!-- data_path:start -->", "<!-- data_path:end -->")
+CPU = torch.device("cpu")
+
+
+def make_jpeg_folder(root: Path, images: int, classes: int = 10, seed: int = 0) -> Path:
+    """ImageNet-sized JPEGs (500 x 375, quality 90) cut from scikit-learn's two sample photographs: random crops at
+    random scales, flipped at random, so every file decodes to different pixels."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        photo = photos[i % len(photos)]
+        w = int(rng.integers(300, photo.width + 1))
+        h = min(photo.height, int(w * 0.75))
+        left, top = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
+        image = photo.crop((left, top, left + w, top + h)).resize((500, 375), Image.BICUBIC)
+        if rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        folder = root / "train" / f"class{i % classes:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{i:05d}.jpg", quality=90)
+    return root / "train"
+
+
+def a3_recipe():
+    return get_recipe("rsb_a3")
+
+
+def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool):
+    """timm's train.py loader for RSB A3's arguments (its defaults where A3 sets nothing)."""
+    recipe = a3_recipe()
+    dataset = create_dataset("", root=str(folder), is_training=True)
+    return create_loader(
+        dataset,
+        input_size=(3, recipe.img_size, recipe.img_size),
+        batch_size=batch,
+        is_training=True,
+        scale=recipe.scale,
+        ratio=recipe.ratio,
+        hflip=recipe.hflip,
+        auto_augment=recipe.aa,
+        interpolation=recipe.interpolation,
+        mean=recipe.mean,
+        std=recipe.std,
+        re_prob=recipe.reprob,
+        num_workers=workers,
+        device=CPU,
+        use_prefetcher=prefetcher,
+        persistent_workers=False,
+    )
+
+
+def harness_loader(folder: Path, batch: int, workers: int, policy_on_device: bool):
+    """The harness's per-image path: uint8 workers, then the device stage (policy there or in the workers)."""
+    recipe = a3_recipe()
+    train_tf, _ = build_transforms(recipe, 3, aa_in_workers=not policy_on_device)
+    loader = make_loader(SkippingImageFolder(folder, train_tf), batch, True, workers, 0, False)
+    policy = device_policy(recipe, CPU) if policy_on_device else None
+    return DeviceLoader(loader, DeviceStage(recipe, CPU, train=True, policy=policy), 0, 0, CPU)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def worker_ms_per_image(make, epochs: int) -> dict:
+    """CPU milliseconds one worker process spends per image, over `epochs` epochs (the worker exits after each)."""
+    images, cpu = 0, 0.0
+    for epoch in range(epochs):
+        loader = make()
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        before = _children_cpu_s()
+        iterator = iter(loader)
+        for x, _ in iterator:
+            images += len(x)
+        del iterator, loader
+        gc.collect()  # the workers exit and their CPU time is accounted to this process
+        cpu += _children_cpu_s() - before
+    return {"worker_ms_per_image": 1000 * cpu / images, "images": images}
+
+
+def end_to_end(make, batches: int) -> float:
+    """Images per second through the whole loader (workers and the main process's per-batch work)."""
+    loader = make()
+    iterator = iter(loader)
+    next(iterator)  # start-up: workers spawn and fill their queues
+    seen, start = 0, time.perf_counter()
+    for i, (x, _) in enumerate(iterator):
+        seen += len(x)
+        if i + 1 == batches:
+            break
+    elapsed = time.perf_counter() - start
+    del iterator, loader
+    gc.collect()
+    return seen / elapsed
+
+
+PIPELINES = {
+    "timm train.py, no prefetcher": lambda f, b, w: timm_loader(f, b, w, prefetcher=False),
+    "timm train.py, prefetcher": lambda f, b, w: timm_loader(f, b, w, prefetcher=True),
+    "harness, policy in workers": lambda f, b, w: harness_loader(f, b, w, policy_on_device=False),
+    "harness, policy on the device": lambda f, b, w: harness_loader(f, b, w, policy_on_device=True),
+}
+REFERENCE = "timm train.py, prefetcher"
+
+
+def measure(folder: Path, batch: int, epochs: int, batches: int, only: list[str] | None) -> list[dict]:
+    rows = []
+    for name, make in PIPELINES.items():
+        if only and name not in only:
+            continue
+        if "on the device" in name and unsupported_on_device(a3_recipe()):
+            continue
+        torch.manual_seed(0)
+        row = {"pipeline": name, **worker_ms_per_image(lambda m=make: m(folder, batch, 1), epochs)}
+        for workers in (1, 2):
+            row[f"img_per_s_{workers}w"] = end_to_end(lambda m=make, w=workers: m(folder, batch, w), batches)
+        rows.append(row)
+        print(f"{name}: {row['worker_ms_per_image']:.2f} ms/image", flush=True)
+    reference = next((r["worker_ms_per_image"] for r in rows if r["pipeline"] == REFERENCE), None)
+    for row in rows:
+        row["per_core_img_per_s"] = 1000 / row["worker_ms_per_image"]
+        row["vs_timm_prefetcher"] = reference / row["worker_ms_per_image"] if reference else None
+    return rows
+
+
+def render(rows: list[dict], meta: dict) -> str:
+    frame = pd.DataFrame(rows)
+    shown = pd.DataFrame(
+        {
+            "pipeline": frame["pipeline"],
+            "worker CPU ms / image": frame["worker_ms_per_image"].map("{:.2f}".format),
+            "per-core img/s": frame["per_core_img_per_s"].map("{:.0f}".format),
+            "vs timm + prefetcher (per core)": frame["vs_timm_prefetcher"].map("{:.2f}x".format),
+            "end to end img/s, 1 worker": frame["img_per_s_1w"].map("{:.0f}".format),
+            "end to end img/s, 2 workers": frame["img_per_s_2w"].map("{:.0f}".format),
+        }
+    )
+    header = (
+        f"`{meta['command']}` on {meta['device']}, {meta['images']} JPEGs of 500x375 (quality 90), batch "
+        f"{meta['batch']}, torch {meta['versions']['torch']}, timm {meta['versions']['timm']}, {meta['measured_at']}:"
+    )
+    return header + "\n\n" + shown.to_markdown(index=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=2000, help="JPEGs to make (when --folder is not given)")
+    p.add_argument("--folder", type=Path, help="an existing CLASS/*.jpg folder instead of generated photographs")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2, help="epochs for the worker CPU time")
+    p.add_argument("--batches", type=int, default=20, help="timed batches end to end")
+    p.add_argument("--only", action="append", help="measure only this pipeline (repeatable)")
+    p.add_argument("--record", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--readme", type=Path, help="replace the data-path block of this Markdown file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.folder or make_jpeg_folder(Path(tmp), args.images)
+        images = sum(1 for _ in folder.rglob("*.jpg"))
+        rows = measure(folder, args.batch_size, args.epochs, args.batches, args.only)
+    meta = {
+        "command": "python benchmarks/data_path.py" + (" " + " ".join(argv) if argv else ""),
+        "device": f"CPU ({os.cpu_count()} cores)",
+        "images": images,
+        "batch": args.batch_size,
+        "versions": versions(),
+        "measured_at": time.strftime("%Y-%m-%d"),
+    }
+    table = render(rows, meta)
+    print(table)
+    if args.record:
+        args.record.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    if args.readme:
+        write_readme(args.readme, table, *MARKS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,156 @@
+"""The per-image path's workers hand over uint8 and the device finishes each batch: the result equals timm's float
+pipeline where nothing is random, random erasing on the device keeps timm's statistics, and a resumed loader draws
+what an uninterrupted one would."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from scipy import stats
+from sklearn.datasets import load_sample_images
+from timm.data import create_transform
+
+from harness.data import DigitsDataset, first
+from harness.data.device import DeviceStage
+from harness.data.loader import worker_eval_loader, worker_train_loader
+from harness.data.transforms import build_transforms
+from recipes import get_recipe
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    """Crops of scikit-learn's two real photographs at a few sizes and aspect ratios."""
+    pictures = [Image.fromarray(p) for p in load_sample_images().images]
+    boxes = [(0, 0, 640, 427), (100, 50, 400, 350), (200, 0, 500, 427), (10, 10, 170, 130)]
+    return [p.crop(box) for p in pictures for box in boxes]
+
+
+def timm_float(transform, images: list[Image.Image]) -> torch.Tensor:
+    return torch.stack([transform(image) for image in images])
+
+
+def ours(transform, recipe, images: list[Image.Image], train: bool) -> torch.Tensor:
+    batch = torch.stack([transform(image) for image in images])
+    assert batch.dtype == torch.uint8
+    return DeviceStage(recipe, CPU, train)(batch)
+
+
+def deterministic(**changes):
+    fixed = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 0.0, "aa": None, "reprob": 0.0}
+    return dataclasses.replace(get_recipe("rsb_a3"), **{**fixed, **changes})
+
+
+def test_evaluation_batches_equal_timms_float_transform(photos):
+    recipe = deterministic(test_img_size=96, crop_pct=0.95)
+    reference = create_transform(
+        recipe.test_img_size,
+        is_training=False,
+        interpolation=recipe.interpolation,
+        crop_pct=recipe.crop_pct,
+        mean=recipe.mean,
+        std=recipe.std,
+    )
+    _, eval_tf = build_transforms(recipe, channels=3)
+    expected, got = timm_float(reference, photos), ours(eval_tf, recipe, photos, train=False)
+    assert got.shape == expected.shape == (len(photos), 3, 96, 96)
+    assert (got - expected).abs().max() <= 1e-6
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_batches_without_random_draws_equal_timms_float_transform(photos):
+    recipe = deterministic(img_size=64)
+    reference = create_transform(
+        recipe.img_size,
+        is_training=True,
+        scale=recipe.scale,
+        ratio=recipe.ratio,
+        hflip=0.0,
+        color_jitter=None,
+        interpolation=recipe.interpolation,
+        mean=recipe.mean,
+        std=recipe.std,
+    )
+    train_tf, _ = build_transforms(recipe, channels=3)
+    assert (ours(train_tf, recipe, photos, train=True) - timm_float(reference, photos)).abs().max() <= 1e-6
+
+
+def test_grey_images_become_three_equal_channels_as_in_the_float_path():
+    recipe = deterministic(img_size=24, test_img_size=24, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    digits = [image for image, _ in first(DigitsDataset(False), 16)]
+    _, eval_tf = build_transforms(recipe, channels=1)
+    got = ours(eval_tf, recipe, digits, train=False)
+    grey = create_transform(
+        24, is_training=False, crop_pct=1.0, interpolation=recipe.interpolation, mean=recipe.mean, std=recipe.std
+    )
+    expected = torch.stack([grey(image.convert("RGB")) for image in digits])
+    assert (got - expected).abs().max() <= 1e-6
+    assert torch.equal(got[:, 0], got[:, 1]) and torch.equal(got[:, 1], got[:, 2])
+
+
+def erased_areas(batch: torch.Tensor) -> np.ndarray:
+    """The share of each image set to exactly zero (timm's 'const' erasing fills zeros after normalisation)."""
+    return (batch == 0).all(dim=1).float().mean(dim=(1, 2)).numpy()
+
+
+def test_random_erasing_on_the_device_keeps_timms_per_image_statistics(photos):
+    recipe = deterministic(img_size=32, reprob=0.5)
+    images = [photos[i % len(photos)] for i in range(1200)]
+    reference = create_transform(
+        32,
+        is_training=True,
+        scale=recipe.scale,
+        ratio=recipe.ratio,
+        hflip=0.0,
+        color_jitter=None,
+        interpolation=recipe.interpolation,
+        mean=recipe.mean,
+        std=recipe.std,
+        re_prob=recipe.reprob,
+    )
+    train_tf, _ = build_transforms(recipe, channels=3)
+    theirs, mine = erased_areas(timm_float(reference, images)), erased_areas(ours(train_tf, recipe, images, True))
+    erased_theirs, erased_mine = theirs[theirs > 0], mine[mine > 0]
+    # Half the images erased, each over about 2% to 1/3 of its area (timm's defaults), alike in distribution.
+    assert abs(len(erased_mine) / len(images) - 0.5) < 0.06 and abs(len(erased_theirs) / len(images) - 0.5) < 0.06
+    assert erased_mine.min() >= 0.015 and erased_mine.max() <= 0.36  # whole pixels round the rectangle
+    assert stats.ks_2samp(erased_mine, erased_theirs).pvalue > 0.001
+
+
+def generator_drawn_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A stand-in policy whose result depends on every draw of the batch's generator."""
+    shift = torch.randint(0, 64, (len(images), 1, 1, 1), generator=generator, dtype=torch.uint8)
+    return images + shift
+
+
+def test_a_resumed_worker_loader_repeats_the_order_and_the_device_draws():
+    from harness.train import make_accelerator
+
+    recipe = deterministic(img_size=16)
+    train_tf, _ = build_transforms(recipe, channels=1)
+    dataset = first(DigitsDataset(True, train_tf), 96)
+    accelerator = make_accelerator(amp=False)  # the run's accelerator: its sampler's order is a function of the epoch
+    loader = worker_train_loader(accelerator, recipe, dataset, 16, 0, seed=3, policy=generator_drawn_shift)
+    loader.set_epoch(1)
+    whole = [(x.clone(), y.clone()) for x, y in loader]
+    loader.set_epoch(1)
+    resumed = list(loader.skip_first_batches(2))
+    assert len(whole) == 6 and len(resumed) == 4
+    for (x, y), (rx, ry) in zip(whole[2:], resumed, strict=True):
+        assert torch.equal(y, ry) and torch.equal(x, rx)
+    loader.set_epoch(2)
+    assert not torch.equal(next(iter(loader))[0], whole[0][0])
+
+
+def test_the_evaluation_loader_counts_each_image_once_with_uint8_batches():
+    recipe = deterministic(test_img_size=16, crop_pct=1.0)
+    _, eval_tf = build_transforms(recipe, channels=1)
+    accelerator = Accelerator(cpu=True)
+    loader = worker_eval_loader(accelerator, recipe, first(DigitsDataset(False, eval_tf), 50), 16, 0, seed=0)
+    batches = list(loader)
+    assert sum(len(y) for _, y in batches) == 50
+    assert all(x.dtype == torch.float32 and x.shape[1:] == (3, 16, 16) for x, _ in batches)
