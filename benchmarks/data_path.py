@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from accelerate.data_loader import prepare_data_loader  # noqa: E402
 from PIL import Image  # noqa: E402
 from timm.data import create_dataset, create_loader  # noqa: E402
 
@@ -50,6 +51,7 @@ from recipes import get_recipe  # noqa: E402
 
 MARKS = ("<!-- data_path:start -->", "<!-- data_path:end -->")
 CPU = torch.device("cpu")
+A3_MICRO_BATCH = 256  # RSB A3's global batch of 2048 as 8 micro-batches of 256 on one GPU
 
 
 def make_jpeg_folder(root: Path, images: int, classes: int = 10, seed: int = 0) -> Path:
@@ -77,7 +79,7 @@ def a3_recipe():
     return get_recipe("rsb_a3")
 
 
-def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool):
+def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool, device: torch.device = CPU):
     """timm's train.py loader for RSB A3's arguments (its defaults where A3 sets nothing)."""
     recipe = a3_recipe()
     dataset = create_dataset("", root=str(folder), is_training=True)
@@ -101,13 +103,16 @@ def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool):
     )
 
 
-def harness_loader(folder: Path, batch: int, workers: int, policy_on_device: bool):
-    """The harness's per-image path: uint8 workers, then the device stage (policy there or in the workers)."""
+def harness_loader(folder: Path, batch: int, workers: int, policy_on_device: bool, device: torch.device = CPU):
+    """The harness's per-image path: uint8 workers, accelerate's move to the device (pinned, non-blocking on a GPU),
+    then the device stage (the policy there or in the workers)."""
     recipe = a3_recipe()
     train_tf, _ = build_transforms(recipe, 3, aa_in_workers=not policy_on_device)
-    loader = make_loader(SkippingImageFolder(folder, train_tf), batch, True, workers, 0, False)
-    policy = device_policy(recipe, CPU) if policy_on_device else None
-    return DeviceLoader(loader, DeviceStage(recipe, CPU, train=True, policy=policy), 0, 0, CPU)
+    cuda = device.type == "cuda"
+    loader = make_loader(SkippingImageFolder(folder, train_tf), batch, True, workers, 0, cuda)
+    loader = prepare_data_loader(loader, device, num_processes=1, process_index=0, non_blocking=cuda)
+    policy = device_policy(recipe, device) if policy_on_device else None
+    return DeviceLoader(loader, DeviceStage(recipe, device, train=True, policy=policy), 0, 0, device)
 
 
 def _children_cpu_s() -> float:
@@ -132,32 +137,59 @@ def worker_ms_per_image(make, epochs: int) -> dict:
     return {"worker_ms_per_image": 1000 * cpu / images, "images": images}
 
 
-def end_to_end(make, batches: int) -> float:
-    """Images per second through the whole loader (workers and the main process's per-batch work)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _epochs(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def end_to_end(make, batches: int, device: torch.device = CPU) -> float:
+    """Images per second through the whole loader (workers and the per-batch work on the device), epoch after
+    epoch, each batch on the device as a float tensor when the clock stops."""
     loader = make()
-    iterator = iter(loader)
-    next(iterator)  # start-up: workers spawn and fill their queues
+    stream = _epochs(loader)
+    next(stream)  # start-up: workers spawn and fill their queues
     seen, start = 0, time.perf_counter()
-    for i, (x, _) in enumerate(iterator):
+    for i, (x, _) in enumerate(stream):
+        x = x.to(device, non_blocking=True).float()  # timm's loader without prefetcher leaves this to train.py
         seen += len(x)
         if i + 1 == batches:
             break
+    _sync(device)
     elapsed = time.perf_counter() - start
-    del iterator, loader
+    del stream, loader
     gc.collect()
     return seen / elapsed
 
 
 PIPELINES = {
-    "timm train.py, no prefetcher": lambda f, b, w: timm_loader(f, b, w, prefetcher=False),
-    "timm train.py, prefetcher": lambda f, b, w: timm_loader(f, b, w, prefetcher=True),
-    "harness, policy in workers": lambda f, b, w: harness_loader(f, b, w, policy_on_device=False),
-    "harness, policy on the device": lambda f, b, w: harness_loader(f, b, w, policy_on_device=True),
+    "timm train.py, no prefetcher": lambda f, b, w, d: timm_loader(f, b, w, False, d),
+    "timm train.py, prefetcher": lambda f, b, w, d: timm_loader(f, b, w, True, d),
+    "harness, policy in workers": lambda f, b, w, d: harness_loader(f, b, w, False, d),
+    "harness, policy on the device": lambda f, b, w, d: harness_loader(f, b, w, True, d),
 }
 REFERENCE = "timm train.py, prefetcher"
 
 
-def measure(folder: Path, batch: int, epochs: int, batches: int, only: list[str] | None) -> list[dict]:
+def measure(
+    folder: Path,
+    batch: int,
+    epochs: int,
+    batches: int,
+    only: list[str] | None,
+    workers: tuple[int, ...] = (1, 2),
+    device: torch.device = CPU,
+) -> list[dict]:
+    """Per pipeline: one worker's CPU time per image (worker-side work is the same whatever the device), and the
+    end-to-end rate with each count of `workers`."""
     rows = []
     for name, make in PIPELINES.items():
         if only and name not in only:
@@ -165,9 +197,9 @@ def measure(folder: Path, batch: int, epochs: int, batches: int, only: list[str]
         if "on the device" in name and unsupported_on_device(a3_recipe()):
             continue
         torch.manual_seed(0)
-        row = {"pipeline": name, **worker_ms_per_image(lambda m=make: m(folder, batch, 1), epochs)}
-        for workers in (1, 2):
-            row[f"img_per_s_{workers}w"] = end_to_end(lambda m=make, w=workers: m(folder, batch, w), batches)
+        row = {"pipeline": name, **worker_ms_per_image(lambda m=make: m(folder, batch, 1, CPU), epochs)}
+        for n in workers:
+            row[f"img_per_s_{n}w"] = end_to_end(lambda m=make, n=n: m(folder, batch, n, device), batches, device)
         rows.append(row)
         print(f"{name}: {row['worker_ms_per_image']:.2f} ms/image", flush=True)
     reference = next((r["worker_ms_per_image"] for r in rows if r["pipeline"] == REFERENCE), None)
@@ -185,10 +217,11 @@ def render(rows: list[dict], meta: dict) -> str:
             "worker CPU ms / image": frame["worker_ms_per_image"].map("{:.2f}".format),
             "per-core img/s": frame["per_core_img_per_s"].map("{:.0f}".format),
             "vs timm + prefetcher (per core)": frame["vs_timm_prefetcher"].map("{:.2f}x".format),
-            "end to end img/s, 1 worker": frame["img_per_s_1w"].map("{:.0f}".format),
-            "end to end img/s, 2 workers": frame["img_per_s_2w"].map("{:.0f}".format),
         }
     )
+    for column in (c for c in frame.columns if c.startswith("img_per_s_")):
+        n = int(column.removeprefix("img_per_s_").removesuffix("w"))
+        shown[f"end to end img/s, {n} worker{'s' if n > 1 else ''}"] = frame[column].map("{:.0f}".format)
     header = (
         f"`{meta['command']}` on {meta['device']}, {meta['images']} JPEGs of 500x375 (quality 90), batch "
         f"{meta['batch']}, torch {meta['versions']['torch']}, timm {meta['versions']['timm']}, {meta['measured_at']}:"

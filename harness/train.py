@@ -57,7 +57,7 @@ from harness.data.loader import worker_eval_loader, worker_train_loader
 from harness.data.memory import memory_loaders
 from harness.data.route import DataRoute, RouteError
 from harness.data.route import choose_route as data_route
-from harness.data.transforms import worker_transforms
+from harness.data.transforms import worker_notes, worker_transforms
 from harness.engine import NonFiniteLoss, Trainer, fit
 from harness.plots import write_plots
 from harness.recipe_files import recipe_yaml
@@ -296,11 +296,12 @@ def prepare_loaders(
     route: DataRoute,
     batch: int,
     args: argparse.Namespace,
+    policy=None,
 ):
-    """(model, optimizer, train loader, eval loader) through `accelerator.prepare`, on the chosen data path."""
+    """(model, optimizer, train loader, eval loader) through `accelerator.prepare`, on the chosen data path;
+    `policy` is the recipe's augmentation policy on the device."""
     model, optimizer = accelerator.prepare(model, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
-    policy = device_policy(recipe, accelerator.device) if route.augment_on == "device" else None
     if route.path == "memory":
         train_loader, eval_loader = memory_loaders(
             recipe, splits.train_set, splits.eval_set, batch, args.seed, accelerator.device, rank, world, policy
@@ -325,12 +326,14 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
     extra = list(splits.limits_note)
     if args.pretrained_file is not None:
         extra.append(f"weights: initialised from {args.pretrained_file}")
+    policy = device_policy(recipe, accelerator.device) if route.augment_on == "device" else None
+    extra += policy.differences if policy is not None else []
     model, optimizer, frozen, weights = build_model_and_optimizer(recipe, splits.num_classes, args.pretrained_file)
     if args.micro_batch is None and accelerator.device.type == "cuda":
         split = largest_fitting_micro_batch(accelerator, recipe, model, split)
     accelerator.gradient_accumulation_steps = split.accum_steps
     model, optimizer, train_loader, eval_loader = prepare_loaders(
-        accelerator, recipe, splits, model, optimizer, route, split.micro_batch, args
+        accelerator, recipe, splits, model, optimizer, route, split.micro_batch, args, policy
     )
     return BuiltRun(
         plan=plan,
@@ -345,7 +348,7 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
         class_names=splits.class_names,
         datasets=(splits.train_set, splits.eval_set),
         differences=fidelity(plan.published, recipe, extra),
-        notes=batchnorm_note(model, split),
+        notes=batchnorm_note(model, split) + worker_notes(recipe, route) + (policy.notes if policy else []),
         model=model,
         optimizer=optimizer,
         frozen=frozen,

@@ -1,0 +1,272 @@
+"""The GPU check: what the harness does on one GPU, measured in one command of a few minutes, written as JSON and
+Markdown with the device named. `benchmarks/gpu_check.sh` installs what it needs and runs it.
+
+    python benchmarks/gpu_check.py --data-dir DIR_WITH_FASHION_MNIST --out benchmarks/results/gpu-check
+    python benchmarks/gpu_check.py --quick ...     # every step at a tiny size (a CPU can run it)
+
+Steps, each timed and recorded even when another fails:
+1. ResNet-50 at RSB A3's 160 px, bf16, channels_last, micro-batch 256 on a fixed random batch: the model alone
+   (forward, BCE loss, backward, LAMB step) against the harness's training step (accelerate, Mixup/CutMix, the
+   device-side tally, the schedule), without and with torch.compile.
+2. The per-image path on a folder of generated ImageNet-sized JPEGs: timm's train.py loader with its prefetcher
+   against the harness's (policy in the workers, and on the device), end to end with 14 workers.
+3. `rsb_a3 --budget proxy` on Fashion-MNIST on the in-memory path and on the per-image path, then `--eval-only` of
+   the in-memory run's weights, which must give the run's own evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks import data_path  # noqa: E402
+from harness.build import build_mixup, build_model, build_optimizer, build_scheduler, build_train_loss  # noqa: E402
+from harness.engine import DeviceTally, Trainer, count_update, train_micro_step  # noqa: E402
+from harness.results import atomic_write_json, atomic_write_text, versions  # noqa: E402
+from harness.train import make_accelerator  # noqa: E402
+from recipes import get_recipe  # noqa: E402
+
+WORKERS = 14
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} ({os.cpu_count()} CPU cores)"
+    return f"CPU ({os.cpu_count()} cores), no GPU"
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(step, steps: int, warmup: int, images_per_step: int) -> float:
+    for _ in range(warmup):
+        step()
+    _sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync()
+    return steps * images_per_step / (time.perf_counter() - start)
+
+
+def _a3(micro: int, size: int):
+    return dataclasses.replace(get_recipe("rsb_a3"), img_size=size, batch_size=micro)
+
+
+def _fixed_batch(micro: int, size: int, device: torch.device):
+    images = torch.randn(micro, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    return images, torch.randint(0, 1000, (micro,), device=device)
+
+
+def model_step(micro: int, size: int, compiled: bool):
+    """The ceiling: ResNet-50 forward, BCE loss, backward and LAMB step under bf16 autocast, nothing else."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    recipe = _a3(micro, size)
+    model = build_model(recipe, 1000).to(device, memory_format=torch.channels_last)
+    optimizer, loss_fn = build_optimizer(recipe, model), build_train_loss(recipe, True)
+    forward = torch.compile(model) if compiled else model
+    images, labels = _fixed_batch(micro, size, device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(forward(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def harness_step(micro: int, size: int, compiled: bool):
+    """The harness's own training step on the same batch: accelerate (bf16, prepare, backward), timm's Mixup/CutMix,
+    the device-side tally and the schedule, as `engine.train_one_epoch` runs it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    recipe = _a3(micro, size)
+    accelerator = make_accelerator(recipe.amp, compile_model=compiled)
+    model = build_model(recipe, 1000).to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(recipe, model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    trainer = Trainer(
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(recipe, optimizer, 1000),
+        train_loss=build_train_loss(recipe, True),
+        train_loader=None,
+        eval_loader=None,
+        num_classes=1000,
+        global_batch_size=micro,
+        mixup=build_mixup(recipe, 1000),
+    )
+    tally = DeviceTally(accelerator.device)
+    images, labels = _fixed_batch(micro, size, accelerator.device)
+
+    def step() -> None:
+        if train_micro_step(trainer, images, labels, tally):
+            count_update(trainer)
+
+    return step
+
+
+def step_rows(quick: bool, deadline: float) -> list[dict]:
+    """Model alone vs the harness's training step on one fixed random batch, without and with torch.compile (the
+    compiled pair only while time is left before `deadline`)."""
+    micro, size, steps, warmup = (8, 64, 2, 1) if quick else (256, 160, 30, 10)
+    rows = []
+    for compiled in (False, True):
+        if compiled and time.perf_counter() > deadline:
+            rows.append({"setting": "torch.compile pair", "skipped": "no time left in the check's budget"})
+            continue
+        label = ", torch.compile" if compiled else ""
+        model = _timed(model_step(micro, size, compiled), steps, warmup + (2 if compiled else 0), micro)
+        harness = _timed(harness_step(micro, size, compiled), steps, warmup + (2 if compiled else 0), micro)
+        rows.append(
+            {
+                "setting": f"ResNet-50 {size} px, bf16, channels_last, batch {micro}{label}",
+                "model_only_img_per_s": model,
+                "harness_img_per_s": harness,
+                "harness_vs_model": harness / model,
+            }
+        )
+    return rows
+
+
+def loader_rows(quick: bool, folder: Path) -> list[dict]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    workers = (2,) if quick else (WORKERS,)
+    batch, epochs, batches = (16, 1, 3) if quick else (data_path.A3_MICRO_BATCH, 1, 40)
+    only = ["timm train.py, prefetcher", "harness, policy in workers", "harness, policy on the device"]
+    return data_path.measure(folder, batch, epochs, batches, only, workers, device)
+
+
+def _run(args: list[str], timeout: int) -> dict:
+    """harness/run.py in a fresh interpreter; its summary.json."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, str(ROOT / "harness" / "run.py"), *args, "--output", out]
+        print("+ " + " ".join(command), flush=True)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"exit {result.returncode}: {result.stderr.strip().splitlines()[-1:]}")
+        return json.loads(next(Path(out).glob("*/summary.json")).read_text())
+
+
+RUN_KEYS = (
+    "data_path",
+    "augment_on",
+    "worker_output",
+    "eval_top1",
+    "eval_loss",
+    "eval_samples",
+    "train_img_per_s",
+    "wall_time_s",
+    "mixed_precision",
+    "epochs_run",
+    "device",
+)
+
+
+def proxy_rows(quick: bool, data_dir: Path | None, weights: Path) -> list[dict]:
+    """rsb_a3 at the proxy budget on Fashion-MNIST on both paths; --eval-only of the in-memory run's weights."""
+    epochs = "1" if quick else "3"
+    data = ["--dataset", "fashion_mnist"] + (["--data-dir", str(data_dir)] if data_dir else [])
+    base = ["--recipe", "rsb_a3", "--budget", "smoke" if quick else "proxy", "--epochs", epochs, *data]
+    rows = []
+    memory = _run([*base, "--loader", "memory", "--save-weights", str(weights)], 600)
+    rows.append({"setting": f"rsb_a3 proxy, {epochs} epochs, in-memory path", **{k: memory[k] for k in RUN_KEYS}})
+    workers = "2" if quick else str(WORKERS)
+    per_image = _run([*base, "--loader", "workers", "--workers", workers], 600)
+    rows.append(
+        {
+            "setting": f"rsb_a3 proxy, {epochs} epochs, per-image path ({workers} workers)",
+            **{k: per_image[k] for k in RUN_KEYS},
+        }
+    )
+    evaluated = _run([*base, "--loader", "memory", "--eval-only", "--pretrained-file", str(weights)], 300)
+    row = {"setting": "--eval-only of the in-memory run's weights", **{k: evaluated.get(k) for k in RUN_KEYS}}
+    row["equals_run"] = (evaluated["eval_top1"], evaluated["eval_loss"]) == (memory["eval_top1"], memory["eval_loss"])
+    row["loss_difference"] = abs(evaluated["eval_loss"] - memory["eval_loss"])
+    rows.append(row)
+    return rows
+
+
+def _markdown(title: str, rows: list[dict]) -> str:
+    if not rows:
+        return f"### {title}\n\nnot measured\n"
+    frame = pd.DataFrame(rows)
+    return f"### {title}\n\n" + frame.to_markdown(index=False, floatfmt=".4g") + "\n"
+
+
+def render(record: dict) -> str:
+    meta = record["meta"]
+    lines = [
+        f"`{meta['command']}` on {meta['device']}, torch {meta['versions']['torch']}, timm "
+        f"{meta['versions']['timm']}, accelerate {meta['versions']['accelerate']}, {meta['measured_at']}, "
+        f"{meta['seconds']:.0f} s in all.",
+        "",
+        _markdown("Training step: model alone vs the harness (fixed random batch)", record["step"]),
+        _markdown("Per-image path on generated ImageNet-sized JPEGs", record["loader"]),
+        _markdown("rsb_a3 on Fashion-MNIST, both data paths, and --eval-only of its weights", record["proxy"]),
+    ]
+    for step, error in record["errors"].items():
+        lines.append(f"- {step} failed: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, help="Fashion-MNIST (the .gz files or FashionMNIST/raw)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu-check")
+    p.add_argument("--images", type=int, default=2000, help="generated JPEGs for the per-image path")
+    p.add_argument("--quick", action="store_true", help="every step at a tiny size")
+    p.add_argument("--budget-s", type=float, default=330, help="start no compiled pair after this many seconds")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    record = {"step": [], "loader": [], "proxy": [], "errors": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = data_path.make_jpeg_folder(Path(tmp) / "jpegs", 64 if args.quick else args.images)
+        steps = {  # the most telling first: a later step may meet the time budget
+            "proxy": lambda: proxy_rows(args.quick, args.data_dir, Path(tmp) / "rsb_a3.safetensors"),
+            "loader": lambda: loader_rows(args.quick, folder),
+            "step": lambda: step_rows(args.quick, started + args.budget_s),
+        }
+        for name, run in steps.items():
+            print(f"[{time.perf_counter() - started:.0f} s] {name}", flush=True)
+            try:
+                record[name] = run()
+            except Exception as e:  # one failing step must not lose the others' measurements
+                traceback.print_exc()
+                record["errors"][name] = f"{type(e).__name__}: {str(e)[:300]}"
+            print(json.dumps(record[name], default=str)[:2000], flush=True)
+    record["meta"] = {
+        "command": "benchmarks/gpu_check.sh" + (" --quick" if args.quick else ""),
+        "device": device_name(),
+        "versions": versions(),
+        "measured_at": time.strftime("%Y-%m-%d"),
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(args.out / "gpu_check.json", record)
+    atomic_write_text(args.out / "gpu_check.md", render(record))
+    print(render(record))
+    return 1 if record["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
