@@ -7,8 +7,12 @@ workers. Here a split is indexed on the device and each batch is augmented there
 - rotation is one affine sampling grid per image at the native size; random resized crop, horizontal flip and
   the resize to the recipe's resolution are a second (`affine_grid` + `grid_sample`), with timm's crop
   parameters;
-- colour jitter draws torchvision's brightness/contrast/saturation factors per image;
+- the recipe's RandAugment/AutoAugment/AugMix policy (`harness.data.autoaugment`) runs on the crops rounded to
+  8 bits, as timm's PIL ops see them; without one, colour jitter draws torchvision's brightness/contrast/saturation
+  factors per image (timm leaves jitter off when a policy runs);
 - normalisation and random erasing (timm's batched `RandomErasing`) follow; batches leave in channels_last.
+
+Repeated augmentation (RSB A1/A2 on several processes) draws its indices from timm's `RepeatAugSampler`.
 
 Evaluation resizes and centre-crops the whole batch with torchvision's tensor functions, as timm's eval
 transform does per image. Mixup/CutMix stay in the training loop, where timm's `Mixup` works on batches.
