@@ -91,7 +91,7 @@ def _parent_is_launcher() -> bool:
     except OSError:
         return False
     words = {Path(a.decode(errors="replace")).name for a in argv[:4]}
-    accelerate = "launch" in words and bool({"accelerate", "accelerate.commands.launch"} & words)
+    accelerate = {"accelerate", "launch"} <= words or "accelerate.commands.launch" in words
     return accelerate or bool({"torchrun", "torch.distributed.run"} & words)
 
 

@@ -90,13 +90,23 @@ def start(
     try:
         accelerator.init_trackers(project or DEFAULT_PROJECT, config=hyper_parameters(recipe), init_kwargs=init_kwargs)
     except Exception as e:  # each tracker raises its own types
-        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        trackers = ",".join(sorted(names))
-        raise ConfigError(f"--log-with {trackers}: a tracker did not start ({type(e).__name__}: {text})") from None
+        store = f" with MLFLOW_TRACKING_URI={uri}" if "mlflow" in names else ""
+        raise ConfigError(
+            f"--log-with {','.join(sorted(names))}: a tracker did not start{store} ({type(e).__name__}: {_gist(e)})"
+        ) from None
     if "mlflow" not in names or not accelerator.is_main_process:
         return {}
     run_id = accelerator.get_tracker("mlflow", unwrap=True).info.run_id
     return {"mlflow": {"tracking_uri": uri, "run_id": run_id}}
+
+
+def _gist(error: Exception, limit: int = 300) -> str:
+    """The first line of an error, cut after its last whole sentence within `limit` characters."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "..."
 
 
 def mlflow_tracking_uri(run_dir: Path) -> str:

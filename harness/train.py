@@ -590,7 +590,8 @@ def fit_attempt(run: BuiltRun, trainer: Trainer, run_dir: Path, signals: SignalF
     """Resume if asked, fit until done or told to stop, then end the attempt and, when done, write the record."""
     accelerator = run.accelerator
     start = resume_state(run, trainer, run_dir)
-    attempt.resumed_at(start["num_updates"] if run.plan.resume_dir is not None else None)
+    if run.plan.resume_dir is not None:
+        attempt.resumed_at(start["num_updates"])
     trainer.on_log = trackers.train_logger(accelerator)
     trainer.stop = StopAgreement(signals, accelerator.num_processes)
     try:
