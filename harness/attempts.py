@@ -46,7 +46,7 @@ def run_status(run_dir: Path) -> str:
         return "complete"
     attempts = read_attempts(run_dir) if run_dir.is_dir() else []
     if not attempts:
-        return "not started"
+        return "unknown" if complete_checkpoints(run_dir) else "not started"
     stopped = attempts[-1].get("stopped") or ""
     if stopped.startswith("signal "):
         return "preempted"
