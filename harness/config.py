@@ -1,12 +1,14 @@
 """From a published recipe to the one that runs: budget, overrides, LR rescale, and what differs.
 
-Precedence: recipe < budget < command-line overrides (--epochs, --batch-size, --set key=value).
+Precedence: recipe < budget < command-line overrides (--epochs, --batch-size, --set key=value). Epochs set at or
+below the warmup shorten the warmup in proportion, as the proxy budget does.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +129,44 @@ def replace(recipe: Recipe, origin: str, **changes: Any) -> Recipe:
         raise ConfigError(f"{origin}: {validation_message(e)}") from None
 
 
-def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    return replace(recipe, "--set", **overrides)
+def apply_overrides(recipe: Recipe, overrides: dict[str, Any], given: dict[str, str] | None = None) -> Recipe:
+    """The overrides on the recipe. `given` names the option that set each field ("--set", "--epochs",
+    "--batch-size"), so a refusal names the options the user typed (all "--set" by default)."""
+    try:
+        return dataclasses.replace(recipe, **overrides)
+    except ValidationError as e:
+        raise ConfigError(f"{_options_behind(e, overrides, given)}: {validation_message(e)}") from None
+
+
+def _options_behind(error: ValidationError, overrides: dict[str, Any], given: dict[str, str] | None) -> str:
+    """The options that set the fields a refusal is about: the field of a field error, the fields a cross-field
+    error names (warmup_epochs and epochs)."""
+    if not given:
+        return "--set"
+    involved = set()
+    for e in error.errors(include_url=False):
+        if e["loc"]:
+            involved.add(str(e["loc"][0]))
+        else:
+            involved |= {f for f in overrides if re.search(rf"\b{f}\b", e["msg"])}
+    options = [option for field, option in given.items() if field in involved] or list(given.values())
+    return " and ".join(dict.fromkeys(options))
+
+
+def shorten_warmup(recipe: Recipe, overrides: dict[str, Any], given: dict[str, str]) -> tuple[dict, str | None]:
+    """Epochs set at or below the recipe's warmup, with no warmup set, shorten the warmup in proportion (as the
+    proxy budget does); returns the overrides and the notice that says so. A warmup set by hand is left to be
+    refused when it is not below the epochs."""
+    epochs = overrides.get("epochs")
+    if type(epochs) is not int or epochs < 1 or "warmup_epochs" in overrides or recipe.warmup_epochs < epochs:
+        return overrides, None
+    warmup = min(_scaled_epochs(recipe.warmup_epochs, recipe.epochs, epochs), epochs - 1)
+    option = "--epochs " if given.get("epochs") == "--epochs" else "--set epochs="
+    notice = (
+        f"{option}{epochs} is not above the warmup: warmup_epochs {recipe.warmup_epochs} -> {warmup}, "
+        f"shortened in proportion to epochs {recipe.epochs} -> {epochs}"
+    )
+    return {**overrides, "warmup_epochs": warmup}, notice
 
 
 def follow_test_size(published: Recipe, recipe: Recipe, overrides: dict[str, Any]) -> tuple[Recipe, str | None]:

@@ -22,6 +22,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from harness.preemption import StopAgreement, StopRequested
+
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite somewhere in a window of updates (read at log intervals)."""
@@ -65,6 +67,8 @@ class Trainer:
     log_every: int = 50
     # on_log(num_updates, {"train/loss", "train/lr", "train/img_per_s"}): on every process at each read
     on_log: Callable[[int, dict], None] | None = None
+    # asked after every update and epoch whether a signal stops the run there (harness.preemption)
+    stop: StopAgreement | None = None
 
     @property
     def updates_per_epoch(self) -> int:
@@ -215,10 +219,14 @@ def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int 
         timed += 1
         checkpoint_due = bool(t.on_checkpoint and t.save_every and t.num_updates % t.save_every == 0)
         checkpoint_due = checkpoint_due and steps < total  # the epoch's end checkpoints after evaluation
-        if checkpoint_due or steps % t.log_every == 0 or steps == total:
+        # A stop in the epoch's last update waits for the epoch's end, which checkpoints after evaluation.
+        stop = t.stop.at_update() if t.stop is not None and t.on_checkpoint and steps < total else 0
+        if checkpoint_due or stop or steps % t.log_every == 0 or steps == total:
             values = window.read(tally, steps)  # so a checkpoint is taken only after a finite window
-        if checkpoint_due:
+        if checkpoint_due or stop:
             t.on_checkpoint(epoch, steps, values["loss_sum"])
+        if stop:
+            raise StopRequested(stop, t.num_updates)
     elapsed = time.perf_counter() - start
     if values is None:  # nothing left to train in this epoch (resumed at its end)
         values = window.read(tally, steps)
@@ -325,6 +333,10 @@ def fit(
                     f"eval loss {row['eval_loss']:.4f}  top-1 {row['eval_top1']:.2f}  "
                     f"top-5 {row['eval_top5']:.2f}  {row['train_img_per_s']:.0f} img/s"
                 )
+            # After the last epoch only the record is left to write: the run completes.
+            stop = t.stop.at_epoch_end() if t.stop is not None and epoch + 1 < epochs else 0
+            if stop:
+                raise StopRequested(stop, t.num_updates)  # on_epoch_end has checkpointed this epoch
     if not last_eval:  # resumed a run whose every epoch was already done
         last_eval = evaluate(t.accelerator, t.model, t.eval_loader, t.num_classes)
     return last_eval

@@ -400,6 +400,9 @@ def _hardware(record: dict) -> str | None:
     if not record.get("device"):
         return None
     parts = [f"{record['device']} x {record.get('world_size', 1)} process(es)"]
+    sizes = record.get("world_sizes") or []
+    if len(set(sizes)) > 1:  # resumed on another process count
+        parts[0] += f" (attempts on {' then '.join(map(str, sizes))} processes)"
     if record.get("cpu_threads_per_process") and str(record["device"]).startswith("cpu"):
         parts.append(f"{record['cpu_threads_per_process']} CPU threads each")
     if record.get("data_path"):

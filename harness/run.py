@@ -1,9 +1,9 @@
 """Train a registered recipe (or a recipe file) through accelerate and compare it with the published number.
 
-    accelerate launch harness/run.py --recipe rsb_a3
-    python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
-    python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
-    python harness/run.py --list [--recipes-dir DIR]
+accelerate launch harness/run.py --recipe rsb_a3
+python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
+python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
+python harness/run.py --list [--recipes-dir DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from harness.config import (
     parse_overrides,
     replace,
     rescale_lr,
+    shorten_warmup,
 )
 from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, check_available, dataset_info
 from harness.data.route import AUGMENT_ON, LOADERS, RouteError, choose_route
@@ -63,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--budget", choices=BUDGETS, help="full: as published (default); proxy: short; smoke: CI")
     p.add_argument("--epochs", type=int_in_range(1), help="override the number of epochs")
-    p.add_argument(
-        "--batch-size", type=int_in_range(1), help="override the global batch size (split across processes)"
-    )
+    p.add_argument("--batch-size", type=int_in_range(1), help="override the global batch size (split across processes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0)
     p.add_argument("--seeds", metavar="S,S,...", help="run once per seed (e.g. 0,1,2), one run directory each")
@@ -159,6 +158,7 @@ class Plan:
     resume_dir: Path | None
     log_with: list[str]
     synthetic_data: bool = False  # --estimate without the dataset: timed on random images of its shape
+    given: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> the option that set it (--epochs)
 
 
 def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str]) -> tuple[str, str]:
@@ -194,12 +194,10 @@ def plan_run(args: argparse.Namespace) -> Plan:
     info = dataset_info(dataset)
     recipe = adapt_to_dataset(replace(start, "--dataset", dataset=dataset), info)
     recipe = apply_budget(recipe, budget, info)
-    overrides = parse_overrides(args.set)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    recipe = apply_overrides(recipe, overrides)
+    overrides, given = command_line_overrides(args)
+    overrides, warmup_notice = shorten_warmup(recipe, overrides, given)
+    notices += [warmup_notice] if warmup_notice else []
+    recipe = apply_overrides(recipe, overrides, given)
     recipe, size_notice = follow_test_size(published, recipe, overrides)
     notices += [size_notice] if size_notice else []
     try:
@@ -220,13 +218,31 @@ def plan_run(args: argparse.Namespace) -> Plan:
             f"lr rescaled {lr_rescale['published_lr']:.4g} -> {lr_rescale['lr']:.4g} ({lr_rescale['rule']} rule, "
             f"global batch {lr_rescale['published_batch_size']} -> {lr_rescale['batch_size']})"
         )
-    saved_args = {
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS
-    }
+    saved_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS}
     return Plan(
-        published, recipe, resolved.published_source, dataset, budget, notices, lr_rescale, saved_args, args.resume,
-        log_with, synthetic,
+        published,
+        recipe,
+        resolved.published_source,
+        dataset,
+        budget,
+        notices,
+        lr_rescale,
+        saved_args,
+        args.resume,
+        log_with,
+        synthetic,
+        given,
     )
+
+
+def command_line_overrides(args: argparse.Namespace) -> tuple[dict, dict[str, str]]:
+    """The recipe fields set on the command line, and the option that set each (--epochs wins over --set)."""
+    overrides = parse_overrides(args.set)
+    given = dict.fromkeys(overrides, "--set")
+    for field, option, value in (("epochs", "--epochs", args.epochs), ("batch_size", "--batch-size", args.batch_size)):
+        if value is not None:
+            overrides[field], given[field] = value, option
+    return overrides, given
 
 
 def check_eval_only(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -284,10 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from harness.build import WeightsError
-    from harness.checkpoint import CheckpointError
     from harness.evaluate_only import evaluate_weights
-    from harness.train import train
+    from harness.train import RUN_ERRORS, train
 
     if args.estimate:
         from harness.estimate import estimate as train  # the same plan, timed and projected instead of trained
@@ -297,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for plan, run in zip(plans, runs, strict=True):
         try:
             status = evaluate_weights(plan, run) if args.eval_only else train(plan, run)
-        except (ConfigError, DataError, CheckpointError, WeightsError, OSError) as e:
+        except RUN_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if status:

@@ -2,8 +2,10 @@
 
 The main process logs the resolved recipe as hyper-parameters, the train loss, LR and img/s at each log interval
 (`Trainer.on_log`) and the eval metrics once per epoch. Trackers write under the run directory and offline unless
-configured otherwise: W&B in offline mode (set WANDB_MODE=online to sync), MLflow into a file store in
-RUN_DIR/mlruns (unless MLFLOW_TRACKING_URI is set).
+configured otherwise: W&B in offline mode (set WANDB_MODE=online to sync), MLflow into the SQLite database
+RUN_DIR/mlflow.db (MLflow 3 refuses its old file store) unless MLFLOW_TRACKING_URI names another store, where a
+campaign gathers its runs. A resumed run continues its MLflow run. A tracker that does not start is a one-line
+ConfigError, raised before anything is written into the run directory.
 """
 
 from __future__ import annotations
@@ -63,21 +65,67 @@ def hyper_parameters(recipe: Recipe) -> dict[str, int | float | str | bool]:
     return flat
 
 
-def start(accelerator: Accelerator, run_dir: Path, project: str | None, recipe: Recipe) -> None:
-    """Point the trackers at the run directory and open them with the recipe as hyper-parameters."""
+def start(
+    accelerator: Accelerator,
+    run_dir: Path,
+    project: str | None,
+    recipe: Recipe,
+    earlier: list[dict] | None = None,
+    continue_run: bool = True,
+) -> dict:
+    """Point the trackers at the run directory and open them with the recipe as hyper-parameters; return what a
+    later attempt needs to continue them (MLflow's tracking URI and run id). `earlier` are the run's attempts so
+    far; `continue_run=False` (a forced resume that changes the recipe) opens a new MLflow run instead."""
     if not accelerator.log_with:
-        return
+        return {}
     # The run directory is created after the Accelerator, so the logging directory is set here.
     accelerator.project_configuration.project_dir = str(run_dir)
     accelerator.project_configuration.logging_dir = str(run_dir)
-    if "mlflow" in {str(t) for t in accelerator.log_with}:
-        # accelerate passes its directory to MLflow only as the artifact location; the store itself is the URI.
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").resolve().as_uri())
-    init_kwargs = {
-        "wandb": {"dir": str(run_dir), "name": run_dir.name, "mode": os.environ.get("WANDB_MODE", "offline")},
-        "mlflow": {"logging_dir": str(run_dir / "mlruns"), "run_name": run_dir.name},
-    }
-    accelerator.init_trackers(project or DEFAULT_PROJECT, config=hyper_parameters(recipe), init_kwargs=init_kwargs)
+    names = {str(t) for t in accelerator.log_with}
+    wandb_mode = os.environ.get("WANDB_MODE", "offline")
+    init_kwargs = {"wandb": {"dir": str(run_dir), "name": run_dir.name, "mode": wandb_mode}}
+    uri = mlflow_tracking_uri(run_dir)
+    if "mlflow" in names:
+        init_kwargs["mlflow"] = _mlflow_setup(uri, run_dir, earlier or [], continue_run)
+    try:
+        accelerator.init_trackers(project or DEFAULT_PROJECT, config=hyper_parameters(recipe), init_kwargs=init_kwargs)
+    except Exception as e:  # each tracker raises its own types
+        store = f" with MLFLOW_TRACKING_URI={uri}" if "mlflow" in names else ""
+        raise ConfigError(
+            f"--log-with {','.join(sorted(names))}: a tracker did not start{store} ({type(e).__name__}: {_gist(e)})"
+        ) from None
+    if "mlflow" not in names or not accelerator.is_main_process:
+        return {}
+    run_id = accelerator.get_tracker("mlflow", unwrap=True).info.run_id
+    return {"mlflow": {"tracking_uri": uri, "run_id": run_id}}
+
+
+def _gist(error: Exception, limit: int = 300) -> str:
+    """The first line of an error, cut after its last whole sentence within `limit` characters."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "..."
+
+
+def mlflow_tracking_uri(run_dir: Path) -> str:
+    """MLFLOW_TRACKING_URI if set (a campaign's shared database), else the run's own SQLite database."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+
+
+def _mlflow_setup(uri: str, run_dir: Path, earlier: list[dict], continue_run: bool) -> dict:
+    """MLflow's init arguments for accelerate; the tracking URI is set here (accelerate uses MLflow's global one)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    kwargs = {"run_name": run_dir.name}
+    if uri.startswith("sqlite:///"):  # a new experiment keeps its artifacts beside the database
+        kwargs["logging_dir"] = str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts")
+    previous = [a["trackers"]["mlflow"] for a in earlier if a.get("trackers", {}).get("mlflow")]
+    if continue_run and previous and previous[-1]["tracking_uri"] == uri:
+        kwargs["run_id"] = previous[-1]["run_id"]
+    return kwargs
 
 
 def train_logger(accelerator: Accelerator):
@@ -102,6 +150,13 @@ def log_epoch(accelerator: Accelerator, row: dict, num_updates: int) -> None:
     accelerator.log(values, step=num_updates)
 
 
-def finish(accelerator: Accelerator) -> None:
-    if accelerator.log_with:
-        accelerator.end_training()
+def finish(accelerator: Accelerator, mlflow_status: str = "FINISHED") -> None:
+    """Close the trackers; MLflow marks a run stopped on a signal KILLED and one that failed FAILED."""
+    if not accelerator.log_with:
+        return
+    if mlflow_status != "FINISHED" and accelerator.is_main_process and accelerator.trackers:
+        if "mlflow" in {str(t) for t in accelerator.log_with}:
+            import mlflow
+
+            mlflow.end_run(status=mlflow_status)
+    accelerator.end_training()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ from safetensors.torch import save_file
 from timm.utils import ModelEmaV3
 
 from harness import trackers
+from harness.attempts import AttemptLog, first_line, read_attempts
 from harness.batching import BatchSplit, mixes_pairs, probe_micro_batch, split_batch
 from harness.build import (
+    WeightsError,
     build_mixup,
     build_optimizer,
     build_scheduler,
@@ -60,6 +63,7 @@ from harness.data.route import choose_route as data_route
 from harness.data.transforms import worker_notes, worker_transforms
 from harness.engine import NonFiniteLoss, Trainer, fit
 from harness.plots import write_plots
+from harness.preemption import EXIT_PREEMPTED, SignalFlag, StopAgreement, StopRequested, stop_signals
 from harness.recipe_files import recipe_yaml
 from harness.report import render_markdown, rich_table, wide_console
 from harness.results import (
@@ -70,6 +74,10 @@ from harness.results import (
     write_metrics,
 )
 from harness.weights import model_with_weights
+
+# Errors a run reports in one line with exit status 2 (bad input, a refused state, a full disk); any other
+# exception is a crash (a traceback, exit status 1).
+RUN_ERRORS = (ConfigError, DataError, CheckpointError, WeightsError, OSError)
 
 
 def _wants_cuda() -> bool:
@@ -143,20 +151,52 @@ def check_resumable(run_dir: Path, recipe, seed: int, force: bool) -> None:
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run instead")
 
 
-def shared_run_dir(accelerator: Accelerator, plan, args: argparse.Namespace, recipe, label: str | None = None) -> Path:
+def shared_run_dir(
+    accelerator: Accelerator, plan, args: argparse.Namespace, recipe, label: str | None = None, before_writing=None
+) -> Path:
     """The main process creates (or reuses) the run directory and tells the others where it is; `label` names a
-    new one (default: the recipe's name)."""
-    path = [None]
+    new one (default: the recipe's name). `before_writing(run_dir)` runs before any file is written there; if it
+    raises, a directory created for this run is removed again and every process raises one ConfigError."""
+    shared = [None, None]
     if accelerator.is_main_process:
+        shared = _open_on_main(plan, args, recipe, label, before_writing)
+    path, error = broadcast_object_list(shared)
+    if error is not None:
+        raise ConfigError(error)
+    return Path(path)
+
+
+def _open_on_main(plan, args: argparse.Namespace, recipe, label: str | None, before_writing) -> list:
+    """[run directory, None], or [None, the error] once a directory created for the run is removed again."""
+    created = None
+    try:
         if plan.resume_dir is not None:
             run_dir = plan.resume_dir
         else:
+            created = _first_missing(args.output)
             run_dir = new_run_dir(args.output, label or recipe.name, plan.dataset, plan.budget, args.seed)
+            created = created or run_dir
+        if before_writing is not None:
+            before_writing(run_dir)
+        if plan.resume_dir is None:
             atomic_write_json(run_dir / "run.json", plan.saved_args)
         atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
         atomic_write_text(run_dir / "recipe.yaml", recipe_yaml(recipe, plan.published_source))
-        path = [str(run_dir)]
-    return Path(broadcast_object_list(path)[0])
+    except RUN_ERRORS as e:  # reported on every process, so none waits for the others
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        return [None, str(e)]
+    return [str(run_dir), None]
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (None if it does)."""
+    missing = None
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
 
 
 @dataclass
@@ -266,7 +306,11 @@ def load_splits(plan, args: argparse.Namespace, recipe, route: DataRoute) -> Spl
     limits = budget_limits(plan.budget)
     train_set, eval_set = first(train_set, limits.max_train_samples), first(eval_set, limits.max_eval_samples)
     if len(train_set) < recipe.batch_size:
-        raise ConfigError(f"global batch {recipe.batch_size} is larger than the {len(train_set)} training images")
+        option = getattr(plan, "given", {}).get("batch_size")
+        raise ConfigError(
+            f"{option + ': ' if option else ''}global batch {recipe.batch_size} is larger than the {len(train_set)} "
+            f"training images; pass --batch-size {len(train_set)} or less"
+        )
     notes = [f"train images: first {len(train_set)} of {full_train}"] if len(train_set) < full_train else []
     if len(eval_set) < full_eval:
         notes.append(f"eval images: first {len(eval_set)} of {full_eval}")
@@ -385,21 +429,29 @@ def make_trainer(run: BuiltRun) -> Trainer:
     )
 
 
-def open_run_dir(run: BuiltRun) -> Path:
-    """The run directory, announced with the plan's notices on the main process."""
-    run_dir = shared_run_dir(run.accelerator, run.plan, run.args, run.recipe)
+def open_run_dir(run: BuiltRun) -> tuple[Path, dict]:
+    """The run directory, with the trackers started before anything is written into it, announced with the plan's
+    notices on the main process; also what the trackers need to be continued by a later attempt."""
+    started: dict = {}
+
+    def start_trackers(run_dir: Path) -> None:
+        earlier = read_attempts(run_dir) if run.plan.resume_dir is not None else []
+        args = run.args
+        started.update(trackers.start(run.accelerator, run_dir, args.project, run.recipe, earlier, not args.force))
+
+    run_dir = shared_run_dir(run.accelerator, run.plan, run.args, run.recipe, before_writing=start_trackers)
     if run.accelerator.is_main_process:
         console = wide_console()
         for notice in run.plan.notices:
             console.print(f"[yellow]note:[/] {notice}")
         console.print(f"run directory: {run_dir}")
     log_unreadable_to(list(run.datasets), run_dir / UNREADABLE_LOG)
-    return run_dir
+    return run_dir, started
 
 
 def resume_state(run: BuiltRun, trainer: Trainer, run_dir: Path) -> dict:
     """Where fitting starts: from scratch, or from the newest complete checkpoint of a resumed run."""
-    start = {"epoch": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "elapsed_s": 0.0}
+    start = {"epoch": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "elapsed_s": 0.0, "num_updates": 0}
     if run.plan.resume_dir is None:
         return start
     latest = complete_checkpoints(run_dir)[-1]
@@ -449,10 +501,16 @@ def readable_or_stop(run: BuiltRun, run_dir: Path) -> None:
         raise DataError(f"{e}; the last checkpoint is kept under {checkpoint_root(run_dir)}") from None
 
 
-def write_record(run: BuiltRun, trainer: Trainer, final: dict, run_dir: Path, elapsed_before_s: float) -> None:
+def write_record(
+    run: BuiltRun, trainer: Trainer, final: dict, run_dir: Path, elapsed_before_s: float, attempts: list[dict]
+) -> None:
     """summary.json, the plots, report.md and the final weights (main process only)."""
     summary = summary_record(run, trainer, final, elapsed_before_s + time.perf_counter() - run.wall_start)
     summary["skipped_images"] = unreadable_images(run_dir / UNREADABLE_LOG)
+    summary.update(nodes=attempts[-1]["nodes"], world_sizes=[a["processes"] for a in attempts], attempts=attempts)
+    if len(set(summary["world_sizes"])) > 1:
+        counts = " then ".join(str(n) for n in summary["world_sizes"])
+        wide_console().print(f"trained over {len(attempts)} attempts on {counts} process(es) (attempts.json)")
     if run.args.save_weights is not None:
         weights = run.accelerator.unwrap_model(run.model).state_dict()
         save_file({k: v.contiguous() for k, v in weights.items()}, str(run.args.save_weights))
@@ -472,21 +530,64 @@ def publish_record(run_dir: Path, summary: dict, history: list[dict], class_name
 
 
 def train(plan, args: argparse.Namespace) -> int:
-    run = build_run(plan, args)
-    trainer = make_trainer(run)
-    run_dir = open_run_dir(run)
+    """Build, fit and record one run; 0 when complete, EXIT_PREEMPTED when stopped on a signal with a checkpoint,
+    2 after a non-finite loss. Errors of RUN_ERRORS propagate after the attempt records them."""
+    with stop_signals() as signals:
+        run = build_run(plan, args)
+        trainer = make_trainer(run)
+        run_dir, tracking = open_run_dir(run)
+        resumed_from = complete_checkpoints(run_dir)[-1] if plan.resume_dir is not None else None
+        attempt = AttemptLog.begin(run.accelerator, run_dir, resumed_from, tracking)
+        mlflow_status = "FAILED"
+        try:
+            status = fit_attempt(run, trainer, run_dir, signals, attempt)
+            mlflow_status = {0: "FINISHED", EXIT_PREEMPTED: "KILLED"}.get(status, "FAILED")
+        except BaseException as e:
+            stopped, exit_status = _failure(e)
+            attempt.end(stopped, exit_status)
+            raise
+        finally:
+            trackers.finish(run.accelerator, mlflow_status)
+    return status
+
+
+def _failure(error: BaseException) -> tuple[str, int | None]:
+    """How an attempt that raised ended: its one line and the exit status the process will have."""
+    if isinstance(error, RUN_ERRORS):
+        return f"error: {first_line(error)}", 2
+    if isinstance(error, Exception):
+        return f"error: {type(error).__name__}: {first_line(error)}", 1
+    return f"error: {type(error).__name__}", None  # KeyboardInterrupt, SystemExit: the status is not ours
+
+
+def fit_attempt(run: BuiltRun, trainer: Trainer, run_dir: Path, signals: SignalFlag, attempt: AttemptLog) -> int:
+    """Resume if asked, fit until done or told to stop, then end the attempt and, when done, write the record."""
+    accelerator = run.accelerator
     start = resume_state(run, trainer, run_dir)
-    trackers.start(run.accelerator, run_dir, args.project, run.recipe)
-    trainer.on_log = trackers.train_logger(run.accelerator)
+    if run.plan.resume_dir is not None:
+        attempt.resumed_at(start["num_updates"])
+    trainer.on_log = trackers.train_logger(accelerator)
+    trainer.stop = StopAgreement(signals, accelerator.num_processes)
     try:
         final = fit_run(run, trainer, run_dir, start)
+    except StopRequested as stop:
+        attempt.end(stop.reason, EXIT_PREEMPTED)
+        if accelerator.is_main_process:
+            print(
+                f"stopped on {stop.signal_name} after update {stop.update}; checkpoint {attempt.entry['checkpoint']}; "
+                f"continue with --resume {run_dir} (exit status {EXIT_PREEMPTED})",
+                file=sys.stderr,
+            )
+        return EXIT_PREEMPTED
     except NonFiniteLoss as e:
-        if run.accelerator.is_main_process:
-            print(f"error: {e}; the last good checkpoint is kept under {checkpoint_root(run_dir)}", file=sys.stderr)
+        message = f"{e}; the last good checkpoint is kept under {checkpoint_root(run_dir)}"
+        attempt.end(f"error: {message}", 2)
+        if accelerator.is_main_process:
+            print(f"error: {message}", file=sys.stderr)
         return 2
-    finally:
-        trackers.finish(run.accelerator)
-    run.accelerator.wait_for_everyone()
-    if run.accelerator.is_main_process:
-        write_record(run, trainer, final, run_dir, start["elapsed_s"])
+    trainer.stop.close()
+    accelerator.wait_for_everyone()
+    attempt.end("complete", 0)
+    if accelerator.is_main_process:
+        write_record(run, trainer, final, run_dir, start["elapsed_s"], attempt.attempts)
     return 0

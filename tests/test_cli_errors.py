@@ -57,6 +57,7 @@ SET = {
     "model='resnet5000'": "model='resnet5000': not a timm model; see timm.list_models()",
     "pretrained=1": "pretrained=1: input should be a valid boolean",
     "epochs=1.5": "epochs=1.5: input should be a valid integer",
+    "batch_size=4096": "global batch 4096 is larger than the 64 training images; pass --batch-size 64 or less",
 }
 
 OPTIONS = {
@@ -77,6 +78,10 @@ OPTIONS = {
     "--log-with foo": "error: --log-with: unknown tracker 'foo'; valid: all, aim, clearml, comet_ml",
     "--log-with wandb": "error: --log-with wandb: the wandb package is not installed; pip install wandb",
     "--bogus 1": "error: unrecognized arguments: --bogus 1; see --help",
+    # A refusal names the options the user gave, not only --set.
+    "--set warmup_epochs=3 --epochs 3": "error: --set and --epochs: warmup_epochs (3) must be fewer than epochs (3)",
+    "--batch-size 4096": "error: --batch-size: global batch 4096 is larger than the 64 training images; pass "
+    "--batch-size 64 or less",
 }
 
 FILES = {

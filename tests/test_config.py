@@ -91,3 +91,38 @@ def test_fidelity_lists_every_changed_setting_and_nothing_else():
 def test_budget_leaves_fields_the_schedule_does_not_use():
     a3 = get_recipe("rsb_a3")
     assert apply_budget(a3, "proxy", DIGITS).decay_epochs == a3.decay_epochs
+
+
+def _plan(*argv: str):
+    from harness.run import build_parser, plan_run
+
+    return plan_run(build_parser().parse_args(["--dataset", "digits", *argv]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "warmup", "option"),
+    [
+        (["--recipe", "rsb_a3", "--epochs", "1"], 0, "--epochs 1"),  # 100 epochs, 5 of warmup
+        (["--recipe", "rsb_a3", "--epochs", "5"], 1, "--epochs 5"),
+        (["--recipe", "rsb_a3", "--set", "epochs=3"], 1, "--set epochs=3"),
+        (["--recipe", "rsb_a3", "--budget", "proxy", "--epochs", "1"], 0, "--epochs 1"),  # proxy: 1 of 15
+    ],
+)
+def test_epochs_at_or_below_the_warmup_shorten_it_in_proportion_and_say_so(argv, warmup, option):
+    plan = _plan(*argv)
+    assert plan.recipe.warmup_epochs == warmup
+    (notice,) = [n for n in plan.notices if "warmup" in n]
+    assert notice.startswith(f"{option} is not above the warmup: warmup_epochs ")
+    assert notice.endswith(
+        f"-> {warmup}, shortened in proportion to epochs {'15' if 'proxy' in argv else '100'} -> {plan.recipe.epochs}"
+    )
+    assert f"warmup_epochs: 5 -> {warmup}" in fidelity(plan.published, plan.recipe, [])
+
+
+def test_epochs_above_the_warmup_and_a_warmup_set_by_hand_are_kept():
+    assert _plan("--recipe", "rsb_a3", "--epochs", "6").recipe.warmup_epochs == 5
+    assert _plan("--recipe", "rsb_a3", "--epochs", "3", "--set", "warmup_epochs=2").recipe.warmup_epochs == 2
+    with pytest.raises(ConfigError, match=r"^--set and --epochs: warmup_epochs \(5\) must be fewer than epochs \(3\)$"):
+        _plan("--recipe", "rsb_a3", "--epochs", "3", "--set", "warmup_epochs=5")
+    with pytest.raises(ConfigError, match=r"^--set: warmup_epochs \(5\) must be fewer than epochs \(3\)$"):
+        _plan("--recipe", "rsb_a3", "--set", "epochs=3", "--set", "warmup_epochs=5")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import train as train_module
+from harness.attempts import read_attempts, run_status
 from harness.checkpoint import PROGRESS, complete_checkpoints
 from harness.run import main
 from tests.conftest import ROOT, only_summary, run_cli
@@ -33,7 +34,9 @@ def kill_after(args: list[str], output: Path, updates: int) -> Path:
     """Start a run, SIGKILL it as soon as a checkpoint at `updates` is complete, return its directory."""
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "harness" / "run.py"), *args, "--output", str(output)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     while process.poll() is None and time.monotonic() < deadline:
@@ -60,8 +63,9 @@ def test_kill_and_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
     result = run_cli("--resume", str(run))
     assert result.returncode == 0, result.stderr
     assert losses(run) == losses(uninterrupted)
-    resumed, reference = json.loads((run / "summary.json").read_text()), json.loads(
-        (uninterrupted / "summary.json").read_text()
+    resumed, reference = (
+        json.loads((run / "summary.json").read_text()),
+        json.loads((uninterrupted / "summary.json").read_text()),
     )
     assert resumed["resumed"] is True and resumed["epochs_run"] == 3
     for key in ("eval_top1", "eval_top5", "eval_loss", "confusion_matrix"):
@@ -69,8 +73,21 @@ def test_kill_and_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
 
 
 # LeNet on digits with random rotation, global batch 16 as 4 micro-batches of 4; a checkpoint every 2 updates.
-ACCUMULATED = ["--recipe", "lenet_mnist", "--dataset", "digits", *SMOKE, "--set", "rotate=10.0", "--micro-batch", "4",
-               "--save-every", "2", "--keep", "10"]
+ACCUMULATED = [
+    "--recipe",
+    "lenet_mnist",
+    "--dataset",
+    "digits",
+    *SMOKE,
+    "--set",
+    "rotate=10.0",
+    "--micro-batch",
+    "4",
+    "--save-every",
+    "2",
+    "--keep",
+    "10",
+]
 
 
 def test_mid_epoch_resume_with_accumulation_skips_the_consumed_batches_and_matches(tmp_path):
@@ -80,7 +97,12 @@ def test_mid_epoch_resume_with_accumulation_skips_the_consumed_batches_and_match
     saved = [json.loads((c / PROGRESS).read_text()) for c in complete_checkpoints(run)]
     # 4 updates an epoch; checkpoints only at update boundaries, counted in updates, never in micro-steps
     assert [(p["num_updates"], p["epoch"], p["step_in_epoch"]) for p in saved] == [
-        (2, 0, 2), (4, 1, 0), (6, 1, 2), (8, 2, 0), (10, 2, 2), (12, 3, 0)
+        (2, 0, 2),
+        (4, 1, 0),
+        (6, 1, 2),
+        (8, 2, 0),
+        (10, 2, 2),
+        (12, 3, 0),
     ]
     for later in complete_checkpoints(run)[3:]:  # as if killed after update 6, half-way through epoch 2
         shutil.rmtree(later)
@@ -147,11 +169,15 @@ def test_resume_of_something_that_is_not_a_run(tmp_path):
 
 
 def test_non_finite_loss_stops_at_once_naming_the_step(tmp_path):
-    result = run_cli("--recipe", "baseline", "--budget", "smoke", "--set", "lr=1e30", "--workers", "0",
-                     "--output", str(tmp_path))
+    result = run_cli(
+        "--recipe", "baseline", "--budget", "smoke", "--set", "lr=1e30", "--workers", "0", "--output", str(tmp_path)
+    )
     assert result.returncode == 2
     assert "training loss became" in result.stderr and "at epoch 1, within update" in result.stderr
     assert not list(tmp_path.rglob("summary.json"))
+    (attempt,) = read_attempts(run_dir_of(tmp_path))
+    assert attempt["stopped"].startswith("error: training loss became") and attempt["exit_status"] == 2
+    assert run_status(run_dir_of(tmp_path)) == "failed"
 
 
 def test_disk_full_while_checkpointing_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
@@ -170,6 +196,9 @@ def test_disk_full_while_checkpointing_keeps_earlier_checkpoints(tmp_path, monke
     (kept,) = complete_checkpoints(run)
     assert json.loads((kept / PROGRESS).read_text())["epoch"] == 1
     assert not (run / "summary.json").exists()
+    (attempt,) = read_attempts(run)
+    assert (attempt["stopped"], attempt["exit_status"]) == ("error: [Errno 28] No space left on device", 2)
+    assert attempt["checkpoint"] == str(kept)
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +218,18 @@ def test_saved_weights_start_a_later_run(saved_weights, tmp_path):
 
     model, _ = model_with_weights(get_recipe("baseline"), 10, saved_weights, keep_head=False)
     assert (model.conv1.weight == load_file(str(saved_weights))["conv1.weight"]).all()
-    result = run_cli("--recipe", "baseline", "--budget", "smoke", "--workers", "0",
-                     "--pretrained-file", str(saved_weights), "--output", str(tmp_path))
+    result = run_cli(
+        "--recipe",
+        "baseline",
+        "--budget",
+        "smoke",
+        "--workers",
+        "0",
+        "--pretrained-file",
+        str(saved_weights),
+        "--output",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert f"weights: initialised from {saved_weights}" in only_summary(tmp_path)["fidelity"]
 
@@ -207,8 +246,16 @@ def test_pretrained_file_that_is_missing_corrupted_or_a_pickle_is_refused(saved_
         trap: f"pretrained weights {trap} cannot be loaded",
     }
     for path, message in cases.items():
-        result = run_cli("--recipe", "baseline", "--budget", "smoke", "--pretrained-file", str(path),
-                         "--output", str(tmp_path / "runs"))
+        result = run_cli(
+            "--recipe",
+            "baseline",
+            "--budget",
+            "smoke",
+            "--pretrained-file",
+            str(path),
+            "--output",
+            str(tmp_path / "runs"),
+        )
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not Path("/tmp/harness-pickle-executed").exists()

@@ -1,4 +1,7 @@
-"""Trackers through accelerate: TensorBoard curves read back from the event files; refusals at planning time."""
+"""Trackers through accelerate: TensorBoard curves read back from the event files, MLflow runs read back with
+MLflow's own client; refusals at planning time and trackers that do not start."""
+
+import json
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -42,3 +45,68 @@ def test_hyper_parameters_are_the_recipe_as_scalars():
     assert params["lr"] == recipe.lr and params["aa"] == recipe.aa and params["scale"] == "(0.08, 1.0)"
     assert params["reference.top1"] == 78.1 and params["bce_target_thresh"] == 0.2
     assert all(isinstance(v, int | float | str | bool) for v in params.values())
+
+
+SMOKE = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--epochs", "2", "--workers", "0"]
+
+
+def _mlflow_run(tracking_uri: str, experiment: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    (found,) = [e for e in client.search_experiments() if e.name == experiment]
+    (run,) = client.search_runs([found.experiment_id])
+    return client, run
+
+
+def _assert_logged(client, run, run_dir) -> None:
+    """Params are the recipe's; eval top-1 once per epoch at the update it ended on (4 an epoch), the last equal to
+    the record's; the train curves at each read (every 3 updates and at each epoch's end)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    assert float(run.data.params["lr"]) == recipe["lr"] and run.data.params["model"] == "seed_cnn_fmnist"
+    assert run.data.params["reference.top1"] == str(recipe["reference"]["top1"])
+    top1 = client.get_metric_history(run.info.run_id, "eval/top1")
+    assert [m.step for m in top1] == [4, 8]
+    assert top1[-1].value == pytest.approx(summary["eval_top1"], abs=1e-4)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [3, 4, 7, 8]
+
+
+def test_mlflow_logs_into_a_sqlite_database_in_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "runs"
+    argv = [*SMOKE, "--log-every", "3", "--log-with", "mlflow", "--project", "demo", "--output", str(out)]
+    assert main(argv) == 0
+    (run_dir,) = out.iterdir()
+    client, run = _mlflow_run(f"sqlite:///{run_dir / 'mlflow.db'}", "demo")
+    _assert_logged(client, run, run_dir)
+    (attempt,) = only_summary(out)["attempts"]
+    assert attempt["trackers"]["mlflow"] == {
+        "tracking_uri": f"sqlite:///{(run_dir / 'mlflow.db').resolve()}",
+        "run_id": run.info.run_id,
+    }
+
+
+def test_mlflow_logs_into_the_store_the_environment_names(tmp_path, monkeypatch):
+    shared = tmp_path / "campaign" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{shared}")
+    out = tmp_path / "runs"
+    argv = [*SMOKE, "--log-every", "3", "--log-with", "mlflow", "--project", "ladder", "--output", str(out)]
+    assert main(argv) == 0
+    (run_dir,) = out.iterdir()
+    assert not (run_dir / "mlflow.db").exists()
+    client, run = _mlflow_run(f"sqlite:///{shared}", "ladder")
+    _assert_logged(client, run, run_dir)
+    assert client.get_experiment(run.info.experiment_id).artifact_location == str(shared.parent / "mlartifacts")
+
+
+def test_a_tracker_that_does_not_start_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # MLflow 3 refuses its file store
+    out = tmp_path / "new" / "runs"
+    assert main([*SMOKE, "--log-with", "mlflow", "--output", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: --log-with mlflow: a tracker did not start with MLFLOW_TRACKING_URI=file://")
+    assert "filesystem tracking backend" in lines[0]
+    assert not (tmp_path / "new").exists()
