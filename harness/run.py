@@ -1,9 +1,9 @@
 """Train a registered recipe (or a recipe file) through accelerate and compare it with the published number.
 
-    accelerate launch harness/run.py --recipe rsb_a3
-    python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
-    python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
-    python harness/run.py --list [--recipes-dir DIR]
+accelerate launch harness/run.py --recipe rsb_a3
+python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
+python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
+python harness/run.py --list [--recipes-dir DIR]
 """
 
 from __future__ import annotations
@@ -67,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--budget", choices=BUDGETS, help="full: as published (default); proxy: short; smoke: CI")
     p.add_argument("--epochs", type=int_in_range(1), help="override the number of epochs")
-    p.add_argument(
-        "--batch-size", type=int_in_range(1), help="override the global batch size (split across processes)"
-    )
+    p.add_argument("--batch-size", type=int_in_range(1), help="override the global batch size (split across processes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0)
     p.add_argument("--seeds", metavar="S,S,...", help="run once per seed (e.g. 0,1,2), one run directory each")
@@ -227,12 +225,20 @@ def plan_run(args: argparse.Namespace) -> Plan:
             f"lr rescaled {lr_rescale['published_lr']:.4g} -> {lr_rescale['lr']:.4g} ({lr_rescale['rule']} rule, "
             f"global batch {lr_rescale['published_batch_size']} -> {lr_rescale['batch_size']})"
         )
-    saved_args = {
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS
-    }
+    saved_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in RUN_ONLY_OPTIONS}
     return Plan(
-        published, recipe, resolved.published_source, dataset, budget, notices, lr_rescale, saved_args, args.resume,
-        log_with, synthetic, source if source != dataset else None,
+        published,
+        recipe,
+        resolved.published_source,
+        dataset,
+        budget,
+        notices,
+        lr_rescale,
+        saved_args,
+        args.resume,
+        log_with,
+        synthetic,
+        source if source != dataset else None,
     )
 
 

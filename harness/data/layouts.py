@@ -60,13 +60,17 @@ def refuse_remote(data_dir: Path | None) -> None:
 
 
 def detect_format(root: Path) -> str:
-    """ "parquet" or "wds" when `root` (or a folder right under it, such as data/) holds such files, else "folder".
-    Only two levels are listed, so a class-folder tree of a million images is never walked."""
+    """The format of the files in `root`: `wds` for tar shards, `parquet` for parquet files there or one folder
+    down (data/), else `folder`. Only two levels are listed, so a tree of a million class-folder images is never
+    walked."""
     if any(root.glob("*.tar")):
         return "wds"
     if any(root.glob("*.parquet")) or any(root.glob("*/*.parquet")):
         return "parquet"
     return "folder"
+
+
+_FILES = {"parquet": "parquet files (train-*.parquet)", "wds": "WebDataset shards (*-train-NNNN.tar)"}
 
 
 def find_layout(name: str, data_dir: Path | None) -> Layout:
@@ -83,9 +87,6 @@ def find_layout(name: str, data_dir: Path | None) -> Layout:
     if wanted is not None and found != wanted:
         raise DataError(f"--data-dir {data_dir} holds no {_FILES[wanted]}; {dataset_info(name).how_to_get}")
     return _layout(name, data_dir, found, None)
-
-
-_FILES = {"parquet": "parquet files (train-*.parquet)", "wds": "WebDataset shards (*-train-NNNN.tar)"}
 
 
 def _layout(name: str, root: Path, fmt: str, repo: str | None) -> Layout:
