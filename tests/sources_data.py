@@ -3,8 +3,12 @@ tests/test_sources.py: 48-px crops of scikit-learn's two sample photographs, in 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,10 +103,20 @@ def write_parquet(root: Path, splits: dict[str, list[Sample]], per_file: int = 4
     return root
 
 
-def write_hub_cache(cache: Path, repo: str, splits: dict[str, list[Sample]]) -> Path:
-    """A hub-cache entry for dataset `repo` as huggingface_hub lays it out (refs/main -> snapshots/COMMIT/...)."""
+def write_hub_cache(cache: Path, repo: str, write: Callable[[Path], Path]) -> Path:
+    """A hub-cache entry for dataset `repo` laid out as huggingface_hub lays it out: the files `write(folder)` makes
+    stored in blobs/ by content, symlinked from snapshots/COMMIT/, and refs/main naming COMMIT."""
     entry = cache / f"datasets--{repo.replace('/', '--')}"
-    write_parquet(entry / "snapshots" / HUB_COMMIT, splits)
+    staging = write(entry / "staging")
+    snapshot = entry / "snapshots" / HUB_COMMIT
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        blob = entry / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(blob)
+        link = snapshot / path.relative_to(staging)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    shutil.rmtree(staging)
     (entry / "refs").mkdir(parents=True, exist_ok=True)
     (entry / "refs" / "main").write_text(HUB_COMMIT)
     return cache

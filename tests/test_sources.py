@@ -41,7 +41,7 @@ class Store:
     shards: Path  # no _info.json: split by file name, sizes counted and cached
     shards_info: Path  # timm's _info.json with class names
     parquet: Path
-    hub: Path  # a Hugging Face hub cache holding toy/shapes and ILSVRC/imagenet-1k
+    hub: Path  # a Hugging Face hub cache holding toy/shapes, ILSVRC/imagenet-1k and timm/imagenet-1k-wds
 
     @property
     def locations(self) -> dict[str, tuple[str, Path | None]]:
@@ -51,6 +51,7 @@ class Store:
             "hfds": ("hfds", self.parquet),
             "hub": ("hfds/toy/shapes", None),
             "imagenet": ("imagenet", self.shards_info),
+            "imagenet-hub": ("hfds/timm/imagenet-1k-wds", None),
         }
 
 
@@ -58,8 +59,9 @@ class Store:
 def store(tmp_path_factory) -> Store:
     root = tmp_path_factory.mktemp("sources")
     samples = make_samples()
-    hub = write_hub_cache(root / "hub", "toy/shapes", samples)
-    write_hub_cache(hub, "ILSVRC/imagenet-1k", samples)
+    hub = write_hub_cache(root / "hub", "toy/shapes", lambda folder: write_parquet(folder, samples))
+    write_hub_cache(hub, "ILSVRC/imagenet-1k", lambda folder: write_parquet(folder, samples))
+    write_hub_cache(hub, "timm/imagenet-1k-wds", lambda folder: write_shards(folder, samples, prefix="imagenet1k"))
     return Store(
         root,
         samples,
@@ -108,10 +110,10 @@ def weights(store) -> Path:
 
 
 def evaluate_alone(store: Store, name: str, weights: Path, out: Path) -> dict:
-    assert (
-        main([*SMOKE, *where(store, name), "--eval-only", "--pretrained-file", str(weights), "--output", str(out)]) == 0
-    )
-    return only_summary(out)
+    args = [*SMOKE, *where(store, name), "--eval-only", "--pretrained-file", str(weights), "--output", str(out)]
+    assert main(args) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return {**only_summary(out), "_run_dir": run.name}
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,9 @@ def test_the_same_images_evaluate_alike_from_every_layout(one_process, store):
             assert summary[key] == folder[key], (name, key)
         assert summary["eval_loss"] == pytest.approx(folder["eval_loss"], rel=1e-6), name
         assert summary["data_path"] == "workers" and summary["worker_output"] == "uint8"
-    assert one_process["imagenet"]["dataset"] == "imagenet" and one_process["hub"]["dataset"] == "hfds/toy/shapes"
+    assert one_process["hub"]["dataset"] == "hfds/toy/shapes"
+    assert one_process["imagenet"]["dataset"] == one_process["imagenet-hub"]["dataset"] == "imagenet"
+    assert one_process["hub"]["_run_dir"].startswith("cnn_fmnist-eval-hfds--toy--shapes-smoke-seed0-")
     assert folder["class_names"] == one_process["hfds"]["class_names"] == one_process["imagenet"]["class_names"]
     assert folder["class_names"] == list(CLASSES) and one_process["wds"]["class_names"] == ["0", "1", "2"]
 
@@ -157,6 +161,9 @@ def test_the_record_names_the_source_and_its_files(one_process, store):
     assert parquet["files"]["train"] == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
     hub = one_process["hub"]["source"]
     assert hub["hub"] == "toy/shapes" and hub["root"].startswith(str(store.hub / "datasets--toy--shapes"))
+    shards = one_process["imagenet-hub"]["source"]
+    assert shards["format"] == "wds" and shards["hub"] == "timm/imagenet-1k-wds"
+    assert shards["files"]["eval"] == ["imagenet1k-validation-0000.tar"]
     assert one_process["folder"]["source"]["files"] == {"train": ["train"], "eval": ["val"]}
 
 
@@ -257,15 +264,12 @@ def test_imagenet_in_any_layout_or_from_its_hub_repository_is_imagenet(store):
     from harness.config import fidelity
     from harness.run import parse_args, plan_run
 
-    for dataset, data_dir in (
-        ("imagenet", store.parquet),
-        ("imagenet", store.shards),
-        ("hfds/ILSVRC/imagenet-1k", None),
-    ):
+    layouts = [("imagenet", store.parquet), ("imagenet", store.shards), ("imagenet", store.folder)]
+    for dataset, data_dir in [*layouts, ("hfds/ILSVRC/imagenet-1k", None), ("hfds/timm/imagenet-1k-wds", None)]:
         argv = ["--recipe", "rsb_a3", "--dataset", dataset] + (["--data-dir", str(data_dir)] if data_dir else [])
         plan = plan_run(parse_args(argv))
         assert plan.dataset == "imagenet" and plan.budget == "full"
-        assert plan.source == (None if data_dir else "hfds/ILSVRC/imagenet-1k")
+        assert plan.source == (None if data_dir else dataset)
         assert not [line for line in fidelity(plan.published, plan.recipe, []) if line.startswith("dataset")]
     plan = plan_run(parse_args(["--recipe", "rsb_a3", "--dataset", "hfds/toy/shapes"]))
     assert plan.dataset == "hfds/toy/shapes" and "dataset: imagenet -> hfds/toy/shapes" in fidelity(
