@@ -326,6 +326,7 @@ def test_an_undecodable_parquet_row_is_skipped_and_named(store, tmp_path):
 
 
 def refused(args: list[str], out: Path, capsys) -> str:
+    capsys.readouterr()  # what writing the test's files printed
     assert main([*SMOKE, *args, "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
@@ -364,6 +365,11 @@ def test_malformed_parquet_is_refused_in_one_line(store, tmp_path, capsys):
     assert "row 0 has label 5, outside the 3 classes 0..2 of its ClassLabel" in refused(
         ["--dataset", "hfds", "--data-dir", str(outside)], tmp_path / "out", capsys
     )
+    damaged = shutil.copytree(store.parquet, tmp_path / "damaged")
+    (damaged / "data" / "validation-00000-of-00001.parquet").write_bytes(b"not parquet")
+    assert "validation-00000-of-00001.parquet is not a readable parquet file" in refused(
+        ["--dataset", "hfds", "--data-dir", str(damaged)], tmp_path / "out", capsys
+    )
     four = tmp_path / "d"
     write_parquet(four, store.samples, names=CLASSES)
     write_parquet(tmp_path / "e", store.samples, names=(*CLASSES, "extra"))
@@ -396,6 +402,12 @@ def test_malformed_shards_are_refused_in_one_line(store, tmp_path, capsys):
         sink.write({"__key__": "odd", "jpg": store.samples["val"][0].jpeg, "cls": 7})
     assert "validation sample 0 has class 7, outside the 3 classes 0..2 of train" in refused(
         ["--dataset", "wds", "--data-dir", str(more)], tmp_path / "out", capsys
+    )
+    cut = shutil.copytree(store.shards, tmp_path / "cut")
+    shard = cut / "toy-train-0001.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    assert f"{shard} is not a readable tar shard (ReadError" in refused(
+        ["--dataset", "wds", "--data-dir", str(cut)], tmp_path / "out", capsys
     )
     sized = shutil.copytree(store.shards_info, tmp_path / "sized")
     info = json.loads((sized / "_info.json").read_text())

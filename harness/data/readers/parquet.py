@@ -29,26 +29,46 @@ def _split_files(layout: Layout) -> dict[str, list[Path]]:
     return {"train": [layout.root / f for f in layout.train], layout.eval_split: [layout.root / f for f in layout.eval]}
 
 
-def _class_names(files: list[Path]) -> list[str] | None:
-    """The ClassLabel names of the `label` column (from the first file's `huggingface` schema metadata), None for
-    plain integers; a file without `image` or `label`, or with labels that are not integers, is refused."""
+def _holds_images(kind) -> bool:
+    """The hub's {bytes, path} struct, bytes, or a path."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return kind.get_field_index("bytes") >= 0
+    kinds = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string, pa.types.is_large_string)
+    return any(check(kind) for check in kinds)
+
+
+def _schema(path: Path):
     pq = require("pyarrow.parquet", "a parquet dataset")
-    features = require("datasets", "a parquet dataset").Features
-    names = None
-    for i, path in enumerate(files):
+    try:
         schema = pq.read_schema(path)
-        missing = [c for c in (IMAGE, LABEL) if c not in schema.names]
-        if missing:
-            raise DataError(
-                f"{path} has no {' or '.join(missing)} column (it has {', '.join(schema.names)}); expected "
-                f"{IMAGE} (image bytes or a path) and {LABEL} (a class index)"
-            )
-        if i == 0:
-            label = features.from_arrow_schema(schema)[LABEL]
-            names = list(label.names) if hasattr(label, "names") else None
-            kind = str(schema.field(LABEL).type)
-            if names is None and not kind.startswith(("int", "uint")):
-                raise DataError(f"{path}: column {LABEL} holds {kind}; expected class indices (integers)")
+    except (OSError, ValueError) as e:  # what pyarrow raises for a file that is not parquet
+        raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}: {e})") from None
+    missing = [c for c in (IMAGE, LABEL) if c not in schema.names]
+    if missing:
+        raise DataError(
+            f"{path} has no {' or '.join(missing)} column (it has {', '.join(schema.names)}); expected "
+            f"{IMAGE} (image bytes or a path) and {LABEL} (a class index)"
+        )
+    return schema
+
+
+def _class_names(files: list[Path]) -> list[str] | None:
+    """The ClassLabel names of a split's `label` column (from the `huggingface` schema metadata), None for plain
+    integers; a file without `image` or `label`, or whose columns hold something else, is refused."""
+    features = require("datasets", "a parquet dataset").Features
+    schemas = [_schema(path) for path in files]
+    first, path = schemas[0], files[0]
+    if not _holds_images(first.field(IMAGE).type):
+        raise DataError(
+            f"{path}: column {IMAGE} holds {first.field(IMAGE).type}; expected {{bytes, path}}, bytes or a path"
+        )
+    label = features.from_arrow_schema(first)[LABEL]
+    names = list(label.names) if hasattr(label, "names") else None
+    kind = str(first.field(LABEL).type)
+    if names is None and not kind.startswith(("int", "uint")):
+        raise DataError(f"{path}: column {LABEL} holds {kind}; expected class indices (integers)")
     return names
 
 

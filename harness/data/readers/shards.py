@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 from collections import OrderedDict
 from pathlib import Path
@@ -26,14 +27,15 @@ from harness.data.layouts import INFO_FILE, Layout, require
 from harness.data.readers.encoded import EncodedImages
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # the first a sample holds is its image (timm: "jpg;png;webp")
-INDEX_VERSION = 1
+INDEX_VERSION = 1  # part of the cache key: a new layout of the index never reads an old one
+_METADATA = re.compile(r"__[^/]*__($|/)")  # members webdataset's tar iterator skips (its `skip_meta`)
 
 
 def _members(path: Path, tar: tarfile.TarFile):
-    """Regular members as webdataset's tar iterator passes them on (metadata `__name__` members skipped), with
-    (offset, size) in place of the bytes."""
+    """Regular members as webdataset's tar iterator passes them on (`__name__` metadata skipped), with (offset, size)
+    in place of the bytes."""
     for info in tar:
-        if info.isreg() and not (info.name.startswith("__") and "/" not in info.name):
+        if info.isreg() and not _METADATA.match(info.name):
             yield {"fname": info.name, "data": (info.offset_data, info.size), "__url__": str(path)}
 
 
@@ -65,9 +67,12 @@ def index_shard(path: Path) -> dict:
                 offsets.append(sample[image][0])
                 sizes.append(sample[image][1])
                 labels.append(_label(f, sample, path))
+            # tarfile stops quietly at a cut header; a whole archive ends in two zero blocks after its last member
+            if os.fstat(f.fileno()).st_size < tar.offset + 2 * tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"the file ends before the end-of-archive marker, after {len(keys)} samples")
     except (tarfile.TarError, ValueError, EOFError) as e:  # group_by_keys raises ValueError on a repeated member
         raise DataError(f"{path} is not a readable tar shard ({type(e).__name__}: {e})") from None
-    return {"version": INDEX_VERSION, "keys": keys, "offsets": offsets, "sizes": sizes, "labels": labels}
+    return {"keys": keys, "offsets": offsets, "sizes": sizes, "labels": labels}
 
 
 def cached_index(path: Path) -> dict:
@@ -76,7 +81,8 @@ def cached_index(path: Path) -> dict:
     from filelock import FileLock
 
     stat = path.stat()
-    key = hashlib.sha1(repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns)).encode()).hexdigest()[:20]
+    identity = (INDEX_VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = hashlib.sha1(repr(identity).encode()).hexdigest()[:20]
     cache = catalog.CACHE_DIR / "shards" / f"{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
