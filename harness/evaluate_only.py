@@ -20,7 +20,7 @@ from timm.models import split_model_name_tag
 
 from harness.batching import split_batch
 from harness.config import budget_limits, fidelity
-from harness.data import build_datasets, dataset_info, first
+from harness.data import build_datasets, dataset_info, dataset_source, first
 from harness.data.loader import worker_eval_loader
 from harness.data.memory import memory_eval_loader
 from harness.data.transforms import worker_transforms
@@ -48,7 +48,8 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
     info = dataset_info(plan.dataset)
     route = choose_route(args, recipe, plan.dataset, accelerator.num_processes)
     eval_tf = worker_transforms(recipe, info.channels, route)[1]
-    train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, None, eval_tf)
+    source = plan.source or plan.dataset
+    train_set, eval_set, num_classes = build_datasets(source, args.data_dir, args.download, None, eval_tf)
     full_eval = len(eval_set)
     eval_set = first(eval_set, budget_limits(plan.budget).max_eval_samples)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
@@ -64,7 +65,7 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
         )
     else:
         loader = worker_eval_loader(accelerator, recipe, eval_set, per_device, args.workers, args.seed)
-    return loader, route.path, len(eval_set), full_eval, num_classes, class_names
+    return loader, route.path, eval_set, full_eval, num_classes, class_names
 
 
 def evaluate_weights(plan, args: argparse.Namespace) -> int:
@@ -74,9 +75,10 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
     recipe = dataclasses.replace(plan.recipe, amp=accelerator.mixed_precision != "no")
     world = accelerator.num_processes
     per_device = split_batch(recipe.batch_size, world, None).per_process
-    loader, data_path, eval_images, full_eval, num_classes, class_names = _eval_loader(
+    loader, data_path, eval_set, full_eval, num_classes, class_names = _eval_loader(
         plan, args, recipe, accelerator, per_device
     )
+    eval_images = len(eval_set)
     model, weights = model_with_weights(recipe, num_classes, args.pretrained_file, keep_head=True)
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
     extra = [f"eval images: first {eval_images} of {full_eval}"] if eval_images < full_eval else []
@@ -98,6 +100,7 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
         "recipe": recipe.name,
         "model": recipe.model,
         "dataset": plan.dataset,
+        "source": dataset_source(eval_set),
         "budget": plan.budget,
         **final,
         "class_names": class_names,

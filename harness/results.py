@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.data.sources import dataset_source
+
 METRIC_COLUMNS = [
     "epoch",
     "train_loss",
@@ -76,7 +78,7 @@ def check_writable(output: Path) -> None:
 
 def new_run_dir(output: Path, recipe: str, dataset: str, budget: str, seed: int) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = output / f"{recipe}-{dataset}-{budget}-seed{seed}-{stamp}"
+    base = output / f"{recipe}-{dataset.replace('/', '--')}-{budget}-seed{seed}-{stamp}"  # hfds/ORG/NAME
     path, n = base, 1
     while path.exists():
         n += 1
@@ -154,6 +156,8 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "recipe": recipe.name,
         "model": recipe.model,
         "dataset": plan.dataset,
+        # Where the data was read from: format, root, each split's files and sizes (harness.data.sources).
+        "source": dataset_source(run.datasets[1]),
         "budget": plan.budget,
         "epochs_run": len(history),
         "stopped_early_at_epoch": trainer.stopped_early_at_epoch,

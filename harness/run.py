@@ -31,7 +31,7 @@ from harness.config import (
     rescale_lr,
     shorten_warmup,
 )
-from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, check_available, dataset_info
+from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, catalog_name, check_available, dataset_info
 from harness.data.route import AUGMENT_ON, LOADERS, RouteError, choose_route
 from harness.options import OneLineErrorParser, describe_range, int_in_range
 from harness.recipe_files import SUFFIXES, recipe_mapping, recipe_yaml, resolve
@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", action="store_true", help="print the JSON Schema of a recipe (file) and exit")
     p.add_argument("--log-with", metavar="TRACKERS", help="tensorboard, wandb, mlflow, ... (comma-separated) or all")
     p.add_argument("--project", help="tracker project name (default recipe-harness)")
-    p.add_argument("--dataset", help=f"train on this dataset instead of the recipe's: {', '.join(DATASETS)}")
+    p.add_argument(
+        "--dataset",
+        help=f"train on this dataset instead of the recipe's: {', '.join(DATASETS)}, or hfds/ORG/NAME (a hub dataset "
+        "in the local Hugging Face cache)",
+    )
     p.add_argument("--data-dir", type=Path, help="where the dataset lives")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--budget", choices=BUDGETS, help="full: as published (default); proxy: short; smoke: CI")
@@ -159,6 +163,7 @@ class Plan:
     log_with: list[str]
     synthetic_data: bool = False  # --estimate without the dataset: timed on random images of its shape
     given: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> the option that set it (--epochs)
+    source: str | None = None  # the name the data is read under, where it differs from `dataset` (a hub repository)
 
 
 def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str]) -> tuple[str, str]:
@@ -177,10 +182,11 @@ def plan_run(args: argparse.Namespace) -> Plan:
     log_with = parse_log_with(args.log_with)
     budget = args.budget or "full"
     notices, synthetic = [], False
-    dataset = args.dataset or start.dataset
+    source = args.dataset or start.dataset
+    dataset = catalog_name(source)  # a hub repository of ImageNet-1k is imagenet
     dataset_info(dataset)
     try:
-        check_available(dataset, args.data_dir, args.download)
+        check_available(source, args.data_dir, args.download)
     except DataError as missing:
         if args.estimate:  # timed on random images of the dataset's shape instead
             notices.append(f"{dataset} not available ({missing}); estimating on synthetic data of its shape and size")
@@ -189,6 +195,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
             raise
         else:
             budget, dataset = _fallback(dataset, budget, missing, notices)
+            source = dataset
     if dataset == MNIST_STAND_IN:
         notices.append(MNIST_5K_PROVENANCE)
     info = dataset_info(dataset)
@@ -232,6 +239,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
         log_with,
         synthetic,
         given,
+        source if source != dataset else None,
     )
 
 

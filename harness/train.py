@@ -300,7 +300,8 @@ def load_splits(plan, args: argparse.Namespace, recipe, route: DataRoute) -> Spl
     """The train and eval splits at the budget's size, with a note for each one cut short."""
     info = dataset_info(plan.dataset)
     train_tf, eval_tf = worker_transforms(recipe, info.channels, route)
-    train_set, eval_set, num_classes = build_datasets(plan.dataset, args.data_dir, args.download, train_tf, eval_tf)
+    source = plan.source or plan.dataset
+    train_set, eval_set, num_classes = build_datasets(source, args.data_dir, args.download, train_tf, eval_tf)
     full_train, full_eval = len(train_set), len(eval_set)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
     limits = budget_limits(plan.budget)

@@ -6,8 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from harness import data
 from harness.data import DataError, DigitsDataset, build_datasets, check_available
+from harness.data.readers import idx
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -33,8 +33,8 @@ def _write_idx(folder, prefix, n, gz):
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_fashion_mnist_reads_a_plain_folder_of_idx_files(tmp_path, monkeypatch, gz):
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(idx, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     src = tmp_path / "fmnist"
     src.mkdir()
     _write_idx(src, "train", 20, gz)
@@ -47,7 +47,7 @@ def test_fashion_mnist_reads_a_plain_folder_of_idx_files(tmp_path, monkeypatch, 
 
 
 def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     with pytest.raises(DataError, match=r"fashion_mnist not found; looked in .*absent.*dataset-fashion-mnist"):
         check_available("fashion_mnist", tmp_path, download=False)
     with pytest.raises(DataError, match="lacks train/ and val/"):
@@ -57,7 +57,7 @@ def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path, monke
 
 
 def test_labels_outside_the_class_range_are_refused_naming_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(idx, "CACHE_DIR", tmp_path / "cache")
     src = tmp_path / "fmnist"
     src.mkdir()
     _write_idx(src, "train", 20, gz=False)

@@ -5,8 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import data
-from harness.data import SkippingImageFolder, collate_readable
+from harness.data import SkippingImageFolder, collate_readable, unreadable
 from harness.run import main
 from tests.conftest import only_summary
 
@@ -48,7 +47,7 @@ def _run(root, out, workers):
 
 def test_a_bad_image_is_skipped_and_named_in_the_summary(folder_with_a_truncated_jpeg, tmp_path, monkeypatch):
     root, bad = folder_with_a_truncated_jpeg
-    monkeypatch.setattr(data, "UNREADABLE_LIMIT", 0.05)  # 1 of the 64 smoke images is 1.6%
+    monkeypatch.setattr(unreadable, "UNREADABLE_LIMIT", 0.05)  # 1 of the 64 smoke images is 1.6%
     assert _run(root, tmp_path / "runs", workers=2) == 0
     summary = only_summary(tmp_path / "runs")
     assert summary["skipped_images"] == {"train": [str(bad)]}

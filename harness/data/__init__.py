@@ -2,7 +2,7 @@
 what the device does per batch (`device`, and the whole in-memory path in `memory`), and the loaders that wire them
 (`loader`). timm's `timm/data/` is the model for the layout."""
 
-from harness.data.catalog import CACHE_DIR, DATASETS, DataError, DatasetInfo, dataset_info
+from harness.data.catalog import CACHE_DIR, DATASETS, DataError, DatasetInfo, catalog_name, dataset_info
 from harness.data.loader import make_loader
 from harness.data.readers.bundled import (
     DIGITS_TEST_SIZE,
@@ -13,7 +13,7 @@ from harness.data.readers.bundled import (
 )
 from harness.data.readers.folder import SkippingImageFolder
 from harness.data.readers.idx import DEBIAN_FASHION_MNIST
-from harness.data.sources import build_datasets, check_available, first
+from harness.data.sources import build_datasets, check_available, dataset_source, first
 from harness.data.unreadable import (
     UNREADABLE_LIMIT,
     UNREADABLE_LOG,
@@ -38,10 +38,12 @@ __all__ = [
     "Mnist5kDataset",
     "SkippingImageFolder",
     "build_datasets",
+    "catalog_name",
     "check_available",
     "check_unreadable",
     "collate_readable",
     "dataset_info",
+    "dataset_source",
     "first",
     "log_unreadable_to",
     "make_loader",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Subset, default_collate
 
 from harness.data.catalog import DataError
@@ -12,6 +13,15 @@ from harness.data.catalog import DataError
 # A split with more undecodable images than this fraction stops the run; fewer are skipped and listed.
 UNREADABLE_LIMIT = 0.001
 UNREADABLE_LOG = "unreadable.txt"
+# What PIL raises for bytes that are not a whole image (truncated, corrupt, not an image at all).
+UNDECODABLE = (OSError, SyntaxError, Image.DecompressionBombError)
+
+
+def note_unreadable(log: Path | None, split: str, name: str) -> None:
+    """Append one undecodable image to the run's log (one line per failure, from any worker or process)."""
+    if log is not None:
+        with open(log, "a") as f:
+            f.write(f"{split}\t{name}\n")
 
 
 def collate_readable(batch: list, train: bool):

@@ -8,6 +8,7 @@ from PIL import Image
 from torchvision import datasets as tvd
 
 from harness.data.catalog import DataError
+from harness.data.unreadable import UNDECODABLE, note_unreadable
 
 
 def folder_root(data_dir: Path | None, name: str) -> Path:
@@ -53,10 +54,8 @@ class SkippingImageFolder(tvd.ImageFolder):
     def __getitem__(self, index: int):
         try:
             return super().__getitem__(index)
-        except (OSError, SyntaxError, Image.DecompressionBombError):  # what PIL raises for a corrupt file
-            if self.unreadable_log is not None:
-                with open(self.unreadable_log, "a") as log:
-                    log.write(f"{self.split}\t{self.samples[index][0]}\n")
+        except UNDECODABLE:
+            note_unreadable(self.unreadable_log, self.split, self.samples[index][0])
             return None
 
 
