@@ -60,7 +60,7 @@ def apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     """PIL's `Image.point(lut)` per image: `lut` is N x C x 256 (or N x 1 x 256, the same table for every channel)."""
     n, c = images.shape[:2]
     index = images.flatten(2).long()
-    return lut.expand(n, c, 256).gather(2, index).view_as(images)
+    return lut.to(torch.uint8).expand(n, c, 256).gather(2, index).view_as(images)
 
 
 def grey(images: torch.Tensor) -> torch.Tensor:
