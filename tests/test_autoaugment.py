@@ -509,6 +509,7 @@ HOST_READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__
 )
 def test_a_policy_reads_no_device_value_on_the_host(policy_string, monkeypatch, photos):
     policy = aa.device_policy(recipe_with(policy_string, interpolation="random"), CPU)
+    policy.compact = False  # what runs on an accelerator: every op on the whole batch, kept by torch.where
     batch = to_batch(photo_crops(photos, (32, 32)) * 2)
     generator = torch.Generator().manual_seed(9)
     for name in HOST_READS:
@@ -520,6 +521,20 @@ def test_a_policy_reads_no_device_value_on_the_host(policy_string, monkeypatch, 
     out = policy(batch, generator)
     monkeypatch.undo()
     assert out.shape == batch.shape and out.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("policy_string", ["rand-m9-mstd0.5-inc1", "rand-m9-n3-t3aw", "v0", "augmix-m3-b1"])
+def test_ops_on_the_images_that_drew_them_equal_ops_on_the_whole_batch(policy_string, photos):
+    """The CPU's compact form (each op on the images that drew it) and the accelerator's (each op on the whole
+    batch, kept where drawn) give the same images."""
+    policy = aa.device_policy(recipe_with(policy_string, interpolation="random"), CPU)
+    batch = to_batch(photo_crops(photos, (40, 48)) * 4)
+    draws = policy.draw(len(batch), torch.Generator().manual_seed(10))
+    policy.compact = True
+    compact = policy.apply(batch, draws)
+    policy.compact = False
+    assert torch.equal(compact, policy.apply(batch, draws))
+    assert not torch.equal(compact, batch)
 
 
 def test_the_device_takes_only_uint8_rgb_batches():

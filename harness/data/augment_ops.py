@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-_TRUNCATION_SLACK = 2e-3  # grid_sample's float32 coordinates are ~1e-5 px off PIL's float64 ones (see `_truncate`)
+_TRUNCATION_SLACK = 2e-3  # grid_sample's float32 coordinates are ~1e-5 px off PIL's float64 ones (see `affine`)
 
 
 def per_image(values: torch.Tensor) -> torch.Tensor:
@@ -49,11 +49,36 @@ def _levels(device: torch.device) -> torch.Tensor:
     return torch.arange(256, device=device).view(1, 1, 256)
 
 
+class Pixels:
+    """A uint8 batch and what several ops derive from it, each computed once: float32 pixels and PIL's grey image."""
+
+    def __init__(self, images: torch.Tensor):
+        self.u8 = images
+        self._float: torch.Tensor | None = None
+        self._grey: torch.Tensor | None = None
+
+    @property
+    def float(self) -> torch.Tensor:
+        if self._float is None:
+            self._float = self.u8.float()
+        return self._float
+
+    @property
+    def grey(self) -> torch.Tensor:
+        """PIL's RGB -> L conversion, N x 1 x H x W: (19595 R + 38470 G + 7471 B + 2^15) >> 16, computed in
+        float32, where every partial sum is a whole number below 2^24 and so exact."""
+        if self._grey is None:
+            r, g, b = self.float.unbind(1)
+            weighted = r * 19595.0 + g * 38470.0 + b * 7471.0 + 32768.0
+            self._grey = weighted.mul_(1 / 65536).floor_().unsqueeze(1)
+        return self._grey
+
+
 def blend(degenerate: torch.Tensor, image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """PIL's `Image.blend(degenerate, image, factor)` (how ImageEnhance applies a factor): degenerate +
     factor * (image - degenerate) in float32, clipped to [0, 255] and truncated; factor broadcasts per image."""
-    degenerate = degenerate.float()
-    return (degenerate + factor.float() * (image.float() - degenerate)).clamp_(0, 255).trunc_().to(torch.uint8)
+    degenerate, image = degenerate.float(), image.float()
+    return degenerate.add(factor.float() * (image - degenerate)).clamp_(0, 255).to(torch.uint8)
 
 
 def apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
@@ -63,62 +88,55 @@ def apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     return lut.to(torch.uint8).expand(n, c, 256).gather(2, index).view_as(images)
 
 
-def grey(images: torch.Tensor) -> torch.Tensor:
-    """PIL's RGB -> L conversion, N x 1 x H x W uint8: (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
-    r, g, b = images.int().unbind(1)
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(1).to(torch.uint8)
+# ---- point tables (N x C x 256, or 1 or N x 1 x 256), as timm's ops build them through ImageOps and ImageEnhance ----
 
 
-# ---- point tables (N x C x 256 int64), as timm's ops build them through ImageOps and ImageEnhance -------------------
+def invert_lut(pixels: Pixels, _arg: torch.Tensor) -> torch.Tensor:
+    return 255 - _levels(pixels.u8.device)
 
 
-def invert_lut(images: torch.Tensor, _arg: torch.Tensor) -> torch.Tensor:
-    return 255 - _levels(images.device)
-
-
-def posterize_lut(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+def posterize_lut(pixels: Pixels, bits: torch.Tensor) -> torch.Tensor:
     """Keep the top `bits` bits: 8 or more keep the image (timm returns it), 0 or fewer keep nothing (a black image,
     `i & ~(2 ** (8 - bits) - 1)`; Pillow 11+ refuses bits below 1 with a ValueError instead)."""
     shift = per_table(8 - bits).clamp(0, 8).long()
-    levels = _levels(images.device)
+    levels = _levels(pixels.u8.device)
     return (levels >> shift) << shift
 
 
-def solarize_lut(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    levels = _levels(images.device)
+def solarize_lut(pixels: Pixels, threshold: torch.Tensor) -> torch.Tensor:
+    levels = _levels(pixels.u8.device)
     return torch.where(levels < per_table(threshold), levels, 255 - levels)
 
 
-def solarize_add_lut(images: torch.Tensor, add: torch.Tensor, threshold: int = 128) -> torch.Tensor:
-    levels = _levels(images.device)
+def solarize_add_lut(pixels: Pixels, add: torch.Tensor, threshold: int = 128) -> torch.Tensor:
+    levels = _levels(pixels.u8.device)
     added = (levels + per_table(add).long()).clamp(max=255)
     return torch.where(levels < threshold, added, levels)
 
 
-def brightness_lut(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def brightness_lut(pixels: Pixels, factor: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Brightness: a blend with black."""
-    levels = _levels(images.device)
-    return blend(torch.zeros_like(levels), levels, per_table(factor)).long()
+    levels = _levels(pixels.u8.device)
+    return blend(torch.zeros_like(levels), levels, per_table(factor))
 
 
-def contrast_lut(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def contrast_lut(pixels: Pixels, factor: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Contrast: a blend with the mean of the grey image, rounded to an integer (half up)."""
-    pixels = images.shape[-2] * images.shape[-1]
-    total = grey(images).flatten(1).sum(1, dtype=torch.int64)
-    mean = torch.div(2 * total + pixels, 2 * pixels, rounding_mode="floor")  # int(total / pixels + 0.5)
-    levels = _levels(images.device)
-    return blend(mean.view(-1, 1, 1), levels, per_table(factor)).long()
+    count = pixels.u8.shape[-2] * pixels.u8.shape[-1]
+    total = pixels.grey.sum((1, 2, 3), dtype=torch.float64).long()
+    mean = torch.div(2 * total + count, 2 * count, rounding_mode="floor")  # int(total / count + 0.5)
+    return blend(per_table(mean), _levels(pixels.u8.device), per_table(factor))
 
 
-def autocontrast_lut(images: torch.Tensor, _arg: torch.Tensor) -> torch.Tensor:
+def autocontrast_lut(pixels: Pixels, _arg: torch.Tensor) -> torch.Tensor:
     """ImageOps.autocontrast per channel: lowest level to 0, highest to 255, by PIL's float64 table
     int(i * scale + offset); a channel with a single level is kept as it is."""
-    dtype = exact_dtype(images.device)
-    low = images.amin(dim=(2, 3)).to(dtype).unsqueeze(-1)
-    high = images.amax(dim=(2, 3)).to(dtype).unsqueeze(-1)
+    dtype = exact_dtype(pixels.u8.device)
+    low = pixels.u8.amin(dim=(2, 3)).to(dtype).unsqueeze(-1)
+    high = pixels.u8.amax(dim=(2, 3)).to(dtype).unsqueeze(-1)
     scale = _divide(255.0, (high - low).clamp(min=1))
     offset = -low * scale
-    levels = _levels(images.device)
+    levels = _levels(pixels.u8.device)
     stretched = (levels * scale + offset).trunc().clamp(0, 255).long()
     return torch.where(high > low, stretched, levels)
 
@@ -126,36 +144,38 @@ def autocontrast_lut(images: torch.Tensor, _arg: torch.Tensor) -> torch.Tensor:
 # ---- whole-image ops (N x 3 x H x W uint8) ---------------------------------------------------------------------------
 
 
-def equalize(images: torch.Tensor, _arg: torch.Tensor) -> torch.Tensor:
+def equalize(pixels: Pixels, _arg: torch.Tensor) -> torch.Tensor:
     """ImageOps.equalize per channel; torchvision's batched kernel computes PIL's table."""
-    return TF.equalize(images)
+    return TF.equalize(pixels.u8)
 
 
-def color(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def color(pixels: Pixels, factor: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Color: a blend with the grey image."""
-    return blend(grey(images), images, per_image(factor))
+    return blend(pixels.grey, pixels.float, per_image(factor))
 
 
-def desaturate(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def desaturate(pixels: Pixels, factor: torch.Tensor) -> torch.Tensor:
     """timm's `desaturate`: ImageEnhance.Color with min(1, max(0, 1 - factor))."""
-    return color(images, (1 - factor).clamp(0, 1))
+    return color(pixels, (1 - factor).clamp(0, 1))
 
 
-_SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]])
+def sharpness(pixels: Pixels, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Sharpness: a blend with PIL's SMOOTH filter (weights 1, centre 5, / 13, rounded half up), which
+    keeps the border pixels, so the blend changes only the interior. The weighted sums are whole numbers, so
+    sum / 13 is never a half and the rounding is exact."""
+    image = pixels.float
+    rows = image[..., :-2] + image[..., 1:-1]
+    rows += image[..., 2:]
+    smooth = rows[..., :-2, :] + rows[..., 1:-1, :]
+    smooth += rows[..., 2:, :]
+    inner = image[..., 1:-1, 1:-1]
+    smooth.add_(inner, alpha=4).mul_(1 / 13).add_(0.5).floor_()
+    out = pixels.u8.clone()
+    out[..., 1:-1, 1:-1] = blend(smooth, inner, per_image(factor))
+    return out
 
 
-def sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Sharpness: a blend with PIL's SMOOTH filter (kernel / 13, rounded half up; border pixels kept).
-
-    The weighted sums are integers, so sum / 13 never falls on a half and the rounding is exact."""
-    kernel = _SMOOTH.to(images.device).expand(images.shape[1], 1, 3, 3)
-    sums = F.conv2d(images.float(), kernel, groups=images.shape[1]).round_()
-    degenerate = images.clone()
-    degenerate[..., 1:-1, 1:-1] = torch.div(2 * sums + 13, 26, rounding_mode="floor").to(torch.uint8)
-    return blend(degenerate, images, per_image(factor))
-
-
-def gaussian_blur(images: torch.Tensor, radius: torch.Tensor, largest: float = 2.0) -> torch.Tensor:
+def gaussian_blur(pixels: Pixels, radius: torch.Tensor, largest: float = 2.0) -> torch.Tensor:
     """ImageFilter.GaussianBlur(radius) as PIL computes it: three box blurs of a fractional radius along rows, then
     three along columns, in 24-bit fixed point with 8-bit results between passes. `largest` bounds the radius (timm's
     levels reach 2.0), which bounds the number of taps."""
@@ -164,7 +184,7 @@ def gaussian_blur(images: torch.Tensor, radius: torch.Tensor, largest: float = 2
     whole = box.trunc()
     inner = _divide(16777216.0, box * 2 + 1).trunc().long()  # (UINT32)(1 << 24) / (radius * 2 + 1)
     outer = torch.div(16777216 - (whole.long() * 2 + 1) * inner, 2, rounding_mode="floor")
-    x = images.long()
+    x = pixels.u8.long()
     for dim in (3, 2):
         for _ in range(3):
             x = _box_pass(x, dim, whole, inner, outer, reach)
@@ -243,30 +263,30 @@ def translate_y_rel_matrix(fraction, height: int, width: int) -> torch.Tensor:
     return _matrix(fraction, f=fraction * height)
 
 
-def affine(images: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor, mode: str) -> torch.Tensor:
+def affine(pixels: Pixels, matrix: torch.Tensor, fill: torch.Tensor, mode: str) -> torch.Tensor:
     """Image.transform(size, AFFINE, matrix, resample, fillcolor=fill) per image (`matrix` N x 6, `fill` 3 values).
 
     As PIL: source points at output pixel centres in float64, the fill colour where a source point falls outside
     the image, edge pixels repeated for the filter's taps near the border, results truncated to 8 bits. The filter
     is torch's `grid_sample` (`mode` nearest, bilinear or bicubic)."""
-    n, c, height, width = images.shape
+    n, c, height, width = pixels.u8.shape
     x, y = (_nearest_points if mode == "nearest" else _source_points)(matrix, height, width)
     outside = ((x < 0) | (x >= width) | (y < 0) | (y >= height)).unsqueeze(1)
-    grid = torch.stack((2 * x / width - 1, 2 * y / height - 1), dim=-1).float()
-    sampled = F.grid_sample(images.float(), grid, mode=mode, padding_mode="border", align_corners=False)
+    grid = torch.stack((x.mul_(2 / width).sub_(1), y.mul_(2 / height).sub_(1)), dim=-1).float()
+    sampled = F.grid_sample(pixels.float, grid, mode=mode, padding_mode="border", align_corners=False)
     sampled = torch.where(outside, fill.to(sampled).view(1, c, 1, 1), sampled)
-    return _truncate(sampled)
+    # PIL's filters truncate. Where PIL's float64 value is a whole number (flat areas, sources on pixel centres),
+    # grid_sample's float32 one can fall a hair below it; the slack keeps those whole.
+    return sampled.add_(_TRUNCATION_SLACK).clamp_(0, 255).to(torch.uint8)
 
 
 def _source_points(matrix: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """N x H x W source points, as PIL computes them: a (x + 0.5) + b (y + 0.5) + c, ..."""
     dtype = exact_dtype(matrix.device)
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=matrix.device, dtype=dtype) + 0.5,
-        torch.arange(width, device=matrix.device, dtype=dtype) + 0.5,
-        indexing="ij",
-    )
     a, b, c, d, e, f = (per_table(m).to(dtype) for m in matrix.unbind(1))
-    return a * xs + b * ys + c, d * xs + e * ys + f
+    xs = (torch.arange(width, device=matrix.device, dtype=dtype) + 0.5).view(1, 1, width)
+    ys = (torch.arange(height, device=matrix.device, dtype=dtype) + 0.5).view(1, height, 1)
+    return (b * ys + c) + a * xs, (e * ys + f) + d * xs
 
 
 def _nearest_points(matrix: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,18 +297,12 @@ def _nearest_points(matrix: torch.Tensor, height: int, width: int) -> tuple[torc
     fixed = [torch.floor(v * 65536 + 0.5).long() for v in (a, b, c + a * 0.5 + b * 0.5, d, e, f + d * 0.5 + e * 0.5)]
     rows = torch.arange(height, device=matrix.device).view(1, -1, 1)
     cols = torch.arange(width, device=matrix.device).view(1, 1, -1)
-    fixed_x = (fixed[2] + rows * fixed[1] + cols * fixed[0]) >> 16
-    fixed_y = (fixed[5] + rows * fixed[4] + cols * fixed[3]) >> 16
+    fixed_x = ((fixed[2] + rows * fixed[1]) + cols * fixed[0]) >> 16
+    fixed_y = ((fixed[5] + rows * fixed[4]) + cols * fixed[3]) >> 16
     scaling = (b == 0) & (d == 0)
-    x = torch.where(scaling, x.floor(), fixed_x.to(x))
-    y = torch.where(scaling, y.floor(), fixed_y.to(y))
-    return x + 0.5, y + 0.5
-
-
-def _truncate(values: torch.Tensor) -> torch.Tensor:
-    """PIL's filters truncate to 8 bits. Where PIL's float64 value is a whole number (flat areas, sources on pixel
-    centres) grid_sample's float32 one can fall a hair below it; the slack keeps those whole."""
-    return (values + _TRUNCATION_SLACK).clamp_(0, 255).floor_().to(torch.uint8)
+    x = torch.where(scaling, x.floor_(), fixed_x.to(x))
+    y = torch.where(scaling, y.floor_(), fixed_y.to(y))
+    return x.add_(0.5), y.add_(0.5)
 
 
 # ---- the table timm's op names map to ------------------------------------------------------------------------------
@@ -337,10 +351,10 @@ KERNELS: dict[str, Kernel] = {
 def run_op(name: str, images: torch.Tensor, arg: torch.Tensor, fill=(128, 128, 128), mode: str = "bicubic"):
     """timm's op `name` on every image of the batch with its argument `arg` (N values): the whole batch, for tests
     and for callers that apply a single op."""
-    kernel = KERNELS[name]
+    kernel, pixels = KERNELS[name], Pixels(images)
     if kernel.kind == "lut":
-        return apply_lut(images, kernel.fn(images, arg))
+        return apply_lut(images, kernel.fn(pixels, arg))
     if kernel.kind == "image":
-        return kernel.fn(images, arg)
+        return kernel.fn(pixels, arg)
     matrix = kernel.fn(arg.to(exact_dtype(images.device)), images.shape[-2], images.shape[-1])
-    return affine(images, matrix, torch.tensor(fill, device=images.device), mode)
+    return affine(pixels, matrix, torch.tensor(fill, device=images.device), mode)

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from timm.data import create_transform
 from timm.data.auto_augment import LEVEL_TO_ARG, AugmentOp, AugMixAugment, AutoAugment, RandAugment
 
-from harness.data.augment_ops import KERNELS, affine, apply_lut, blend, exact_dtype, per_image, per_table
+from harness.data.augment_ops import KERNELS, Pixels, affine, apply_lut, blend, exact_dtype, per_image, per_table
 from recipes import Recipe
 
 _LEVEL_DENOM = 10.0  # timm's magnitude scale: level / 10 is the fraction of an op's range
@@ -151,44 +151,59 @@ def draw_layer(table: OpTable, entry: torch.Tensor, generator: torch.Generator, 
     return LayerDraw(entry, applied, magnitude, negate, arg, uniform[:, 3] < 0.5)
 
 
-def apply_layer(images: torch.Tensor, table: OpTable, draw: LayerDraw, fill: torch.Tensor, mode: str):
+def apply_layer(
+    images: torch.Tensor, table: OpTable, draw: LayerDraw, fill: torch.Tensor, mode: str, compact: bool = False
+) -> torch.Tensor:
     """Each image with the op it drew (where it applies): point-table ops merged into one table per image, the
-    other ops each computed for the batch and kept where drawn, geometric ops as one affine resampling."""
+    other ops grouped by kernel, geometric ops as one affine resampling.
+
+    Each group runs on the whole batch and is kept where drawn (`torch.where`), which reads nothing back from the
+    device; or, `compact`, only on the images that drew it (on the CPU, where reading which ones waits for
+    nothing). Both give the same images: every kernel works image by image."""
     name_of = table.name_of[draw.entry]
     chosen = {name: draw.applied & (name_of == index) for index, name in enumerate(table.names)}
     kinds = {kind: [n for n in table.names if KERNELS[n].kind == kind] for kind in ("lut", "image", "affine")}
-    out = images
-    if kinds["lut"]:
-        lut = torch.arange(256, device=images.device).expand(images.shape[0], images.shape[1], 256)
-        for name in kinds["lut"]:
-            lut = torch.where(per_table(chosen[name]), KERNELS[name].fn(images, draw.arg), lut)
-        out = apply_lut(images, lut)
+    groups = [(kinds["lut"], lambda pixels, take: _point_tables(pixels, take, kinds["lut"], chosen, draw.arg))]
     for fn in dict.fromkeys(KERNELS[name].fn for name in kinds["image"]):
-        where = _any(chosen[name] for name in kinds["image"] if KERNELS[name].fn is fn)
-        out = torch.where(per_image(where), fn(images, draw.arg), out)
-    if kinds["affine"]:
-        out = torch.where(
-            per_image(_any(chosen[n] for n in kinds["affine"])),
-            _resample(images, table, draw, chosen, kinds["affine"], fill, mode),
-            out,
-        )
+        names = [name for name in kinds["image"] if KERNELS[name].fn is fn]
+        groups.append((names, lambda pixels, take, fn=fn: fn(pixels, take(draw.arg))))
+    groups.append(
+        (kinds["affine"], lambda pixels, take: _resample(pixels, take, draw, chosen, kinds["affine"], fill, mode))
+    )
+    shared, out = Pixels(images), images.clone() if compact else images
+    for names, run in groups:
+        if not names:
+            continue
+        where = torch.stack([chosen[name] for name in names]).any(0)
+        if compact:
+            index = where.nonzero().squeeze(1)
+            take = lambda values, index=index: values.index_select(0, index)  # noqa: E731
+            out.index_copy_(0, index, run(Pixels(take(images)), take))
+        else:
+            out = torch.where(per_image(where), run(shared, lambda values: values), out)
     return out
 
 
-def _any(masks) -> torch.Tensor:
-    masks = list(masks)
-    return torch.stack(masks).any(0)
-
-
-def _resample(images, table: OpTable, draw: LayerDraw, chosen: dict, names: list[str], fill, mode: str):
-    height, width = images.shape[-2:]
-    matrix = torch.tensor([1.0, 0, 0, 0, 1, 0], dtype=draw.arg.dtype, device=images.device).expand(len(draw.arg), 6)
+def _point_tables(pixels: Pixels, take, names: list[str], chosen: dict, arg: torch.Tensor) -> torch.Tensor:
+    """The point-table ops: each image's table from the op it drew, applied in one lookup."""
+    images = pixels.u8
+    lut = torch.arange(256, device=images.device).expand(images.shape[0], images.shape[1], 256)
     for name in names:
-        matrix = torch.where(chosen[name].unsqueeze(1), KERNELS[name].fn(draw.arg, height, width), matrix)
+        lut = torch.where(per_table(take(chosen[name])), KERNELS[name].fn(pixels, take(arg)), lut)
+    return apply_lut(images, lut)
+
+
+def _resample(pixels: Pixels, take, draw: LayerDraw, chosen: dict, names: list[str], fill, mode: str):
+    """One affine resampling of the batch, each image by the inverse map of the geometric op it drew."""
+    height, width = pixels.u8.shape[-2:]
+    arg = take(draw.arg)
+    matrix = torch.tensor([1.0, 0, 0, 0, 1, 0], dtype=arg.dtype, device=arg.device).expand(len(arg), 6)
+    for name in names:
+        matrix = torch.where(take(chosen[name]).unsqueeze(1), KERNELS[name].fn(arg, height, width), matrix)
     if mode != "random":
-        return affine(images, matrix, fill, mode)
-    bicubic = affine(images, matrix, fill, "bicubic")
-    return torch.where(per_image(draw.bicubic), bicubic, affine(images, matrix, fill, "bilinear"))
+        return affine(pixels, matrix, fill, mode)
+    bicubic = affine(pixels, matrix, fill, "bicubic")
+    return torch.where(per_image(take(draw.bicubic)), bicubic, affine(pixels, matrix, fill, "bilinear"))
 
 
 # ---- the three kinds of policy ---------------------------------------------------------------------------------------
@@ -204,6 +219,7 @@ class DevicePolicy:
         self.fill = torch.tensor(fill, dtype=torch.float32, device=device)
         self.notes = _notes([op for table in tables for op in table.ops], mode)
         self.differences: list[str] = []
+        self.compact: bool | None = None  # run each op only on the images that drew it; None: on the CPU only
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -219,7 +235,8 @@ class DevicePolicy:
         raise NotImplementedError
 
     def layer(self, images: torch.Tensor, table: OpTable, draw: LayerDraw) -> torch.Tensor:
-        return apply_layer(images, table, draw, self.fill, self.mode)
+        compact = images.device.type == "cpu" if self.compact is None else self.compact
+        return apply_layer(images, table, draw, self.fill, self.mode, compact)
 
 
 class RandAugmentPolicy(DevicePolicy):
