@@ -507,7 +507,7 @@ HOST_READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__
 @pytest.mark.parametrize(
     "policy_string", ["rand-m6-mstd0.5-inc1", "rand-m9-n3-t3aw", "v0", "3a", "augmix-m5-w4-d2", "augmix-m3-a0.5-b1"]
 )
-def test_a_policy_reads_no_device_value_on_the_host(policy_string, monkeypatch, photos):
+def test_a_policy_reads_no_device_value_on_the_host_and_copies_none_in(policy_string, monkeypatch, photos):
     policy = aa.device_policy(recipe_with(policy_string, interpolation="random"), CPU)
     policy.compact = False  # what runs on an accelerator: every op on the whole batch, kept by torch.where
     batch = to_batch(photo_crops(photos, (32, 32)) * 2)
@@ -518,6 +518,12 @@ def test_a_policy_reads_no_device_value_on_the_host(policy_string, monkeypatch, 
             raise AssertionError(f"host read: Tensor.{_name}")
 
         monkeypatch.setattr(torch.Tensor, name, refuse)
+    for name in ("tensor", "as_tensor", "from_numpy"):  # host values copied in: a copy the device stream waits for
+
+        def refuse(*args, _name=name, **kwargs):
+            raise AssertionError(f"host values copied to the device: torch.{_name}")
+
+        monkeypatch.setattr(torch, name, refuse)
     out = policy(batch, generator)
     monkeypatch.undo()
     assert out.shape == batch.shape and out.dtype == torch.uint8

@@ -35,11 +35,6 @@ def per_table(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1)
 
 
-def exact_dtype(device: torch.device) -> torch.dtype:
-    """float64 for the values PIL computes in double precision (float32 where the device has no float64)."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def _divide(numerator: float, denominator: torch.Tensor) -> torch.Tensor:
     """numerator / denominator, correctly rounded as in C (torch computes number / tensor as number * (1 / tensor))."""
     return torch.full_like(denominator, numerator) / denominator
@@ -131,9 +126,8 @@ def contrast_lut(pixels: Pixels, factor: torch.Tensor) -> torch.Tensor:
 def autocontrast_lut(pixels: Pixels, _arg: torch.Tensor) -> torch.Tensor:
     """ImageOps.autocontrast per channel: lowest level to 0, highest to 255, by PIL's float64 table
     int(i * scale + offset); a channel with a single level is kept as it is."""
-    dtype = exact_dtype(pixels.u8.device)
-    low = pixels.u8.amin(dim=(2, 3)).to(dtype).unsqueeze(-1)
-    high = pixels.u8.amax(dim=(2, 3)).to(dtype).unsqueeze(-1)
+    low = pixels.u8.amin(dim=(2, 3)).double().unsqueeze(-1)  # PIL's table is float64 arithmetic
+    high = pixels.u8.amax(dim=(2, 3)).double().unsqueeze(-1)
     scale = _divide(255.0, (high - low).clamp(min=1))
     offset = -low * scale
     levels = _levels(pixels.u8.device)
@@ -233,34 +227,35 @@ def rotate_matrix(degrees: torch.Tensor, height: int, width: int) -> torch.Tenso
     return torch.stack((cos, sin, c, -sin, cos, f), dim=1)
 
 
-def _matrix(like: torch.Tensor, **entries) -> torch.Tensor:
-    """N inverse maps: the identity with the named entries (a..f) replaced."""
+def inverse_map(like: torch.Tensor, **entries) -> torch.Tensor:
+    """N inverse maps, shaped and typed like `like`: the identity with the named entries (a..f) replaced. Constants
+    are filled in on the device (a tensor made from host values would be a copy the device stream waits for)."""
     values = dict(a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) | entries
-    return torch.stack([torch.as_tensor(v).to(like).expand_as(like) for v in values.values()], dim=1)
+    return torch.stack([v if torch.is_tensor(v) else torch.full_like(like, v) for v in values.values()], dim=1)
 
 
 def shear_x_matrix(factor, height: int, width: int) -> torch.Tensor:
-    return _matrix(factor, b=factor)
+    return inverse_map(factor, b=factor)
 
 
 def shear_y_matrix(factor, height: int, width: int) -> torch.Tensor:
-    return _matrix(factor, d=factor)
+    return inverse_map(factor, d=factor)
 
 
 def translate_x_matrix(pixels, height: int, width: int) -> torch.Tensor:
-    return _matrix(pixels, c=pixels)
+    return inverse_map(pixels, c=pixels)
 
 
 def translate_y_matrix(pixels, height: int, width: int) -> torch.Tensor:
-    return _matrix(pixels, f=pixels)
+    return inverse_map(pixels, f=pixels)
 
 
 def translate_x_rel_matrix(fraction, height: int, width: int) -> torch.Tensor:
-    return _matrix(fraction, c=fraction * width)
+    return inverse_map(fraction, c=fraction * width)
 
 
 def translate_y_rel_matrix(fraction, height: int, width: int) -> torch.Tensor:
-    return _matrix(fraction, f=fraction * height)
+    return inverse_map(fraction, f=fraction * height)
 
 
 def affine(pixels: Pixels, matrix: torch.Tensor, fill: torch.Tensor, mode: str) -> torch.Tensor:
@@ -282,7 +277,7 @@ def affine(pixels: Pixels, matrix: torch.Tensor, fill: torch.Tensor, mode: str) 
 
 def _source_points(matrix: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """N x H x W source points, as PIL computes them: a (x + 0.5) + b (y + 0.5) + c, ..."""
-    dtype = exact_dtype(matrix.device)
+    dtype = torch.float64  # as PIL computes them
     a, b, c, d, e, f = (per_table(m).to(dtype) for m in matrix.unbind(1))
     xs = (torch.arange(width, device=matrix.device, dtype=dtype) + 0.5).view(1, 1, width)
     ys = (torch.arange(height, device=matrix.device, dtype=dtype) + 0.5).view(1, height, 1)
@@ -356,5 +351,5 @@ def run_op(name: str, images: torch.Tensor, arg: torch.Tensor, fill=(128, 128, 1
         return apply_lut(images, kernel.fn(pixels, arg))
     if kernel.kind == "image":
         return kernel.fn(pixels, arg)
-    matrix = kernel.fn(arg.to(exact_dtype(images.device)), images.shape[-2], images.shape[-1])
+    matrix = kernel.fn(arg.double(), images.shape[-2], images.shape[-1])
     return affine(pixels, matrix, torch.tensor(fill, device=images.device), mode)

@@ -22,7 +22,16 @@ from PIL import Image, ImageOps
 from timm.data import create_transform
 from timm.data.auto_augment import LEVEL_TO_ARG, AugmentOp, AugMixAugment, AutoAugment, RandAugment
 
-from harness.data.augment_ops import KERNELS, Pixels, affine, apply_lut, blend, exact_dtype, per_image, per_table
+from harness.data.augment_ops import (
+    KERNELS,
+    Pixels,
+    affine,
+    apply_lut,
+    blend,
+    inverse_map,
+    per_image,
+    per_table,
+)
 from recipes import Recipe
 
 _LEVEL_DENOM = 10.0  # timm's magnitude scale: level / 10 is the fraction of an op's range
@@ -102,7 +111,7 @@ class OpTable:
     """The ops (timm `AugmentOp`s) that one layer picks from, as per-entry tensors on the device."""
 
     def __init__(self, ops: list[AugmentOp], device: torch.device):
-        dtype = exact_dtype(device)
+        dtype = torch.float64  # timm's magnitudes and levels are Python floats
         self.ops = ops
         self.names = sorted({op.name for op in ops})
         self.hparams = {name: next(op.hparams for op in ops if op.name == name) for name in self.names}
@@ -162,18 +171,8 @@ def apply_layer(
     nothing). Both give the same images: every kernel works image by image."""
     name_of = table.name_of[draw.entry]
     chosen = {name: draw.applied & (name_of == index) for index, name in enumerate(table.names)}
-    kinds = {kind: [n for n in table.names if KERNELS[n].kind == kind] for kind in ("lut", "image", "affine")}
-    groups = [(kinds["lut"], lambda pixels, take: _point_tables(pixels, take, kinds["lut"], chosen, draw.arg))]
-    for fn in dict.fromkeys(KERNELS[name].fn for name in kinds["image"]):
-        names = [name for name in kinds["image"] if KERNELS[name].fn is fn]
-        groups.append((names, lambda pixels, take, fn=fn: fn(pixels, take(draw.arg))))
-    groups.append(
-        (kinds["affine"], lambda pixels, take: _resample(pixels, take, draw, chosen, kinds["affine"], fill, mode))
-    )
     shared, out = Pixels(images), images.clone() if compact else images
-    for names, run in groups:
-        if not names:
-            continue
+    for names, run in _groups(table.names, chosen, draw, fill, mode):
         where = torch.stack([chosen[name] for name in names]).any(0)
         if compact:
             index = where.nonzero().squeeze(1)
@@ -182,6 +181,24 @@ def apply_layer(
         else:
             out = torch.where(per_image(where), run(shared, lambda values: values), out)
     return out
+
+
+def _groups(names: list[str], chosen: dict, draw: LayerDraw, fill: torch.Tensor, mode: str):
+    """(op names, run(pixels, take)) for each group of a layer's ops that one computation serves; `take` selects
+    the per-image values (arguments, masks) of the images `pixels` holds."""
+    by_kind = {kind: [n for n in names if KERNELS[n].kind == kind] for kind in ("lut", "image", "affine")}
+    if by_kind["lut"]:
+        yield by_kind["lut"], lambda pixels, take: _point_tables(pixels, take, by_kind["lut"], chosen, draw.arg)
+    for fn in dict.fromkeys(KERNELS[name].fn for name in by_kind["image"]):
+        yield (
+            [n for n in by_kind["image"] if KERNELS[n].fn is fn],
+            lambda pixels, take, fn=fn: fn(pixels, take(draw.arg)),
+        )
+    if by_kind["affine"]:
+        yield (
+            by_kind["affine"],
+            lambda pixels, take: _resample(pixels, take, draw, chosen, by_kind["affine"], fill, mode),
+        )
 
 
 def _point_tables(pixels: Pixels, take, names: list[str], chosen: dict, arg: torch.Tensor) -> torch.Tensor:
@@ -197,7 +214,7 @@ def _resample(pixels: Pixels, take, draw: LayerDraw, chosen: dict, names: list[s
     """One affine resampling of the batch, each image by the inverse map of the geometric op it drew."""
     height, width = pixels.u8.shape[-2:]
     arg = take(draw.arg)
-    matrix = torch.tensor([1.0, 0, 0, 0, 1, 0], dtype=arg.dtype, device=arg.device).expand(len(arg), 6)
+    matrix = inverse_map(arg)
     for name in names:
         matrix = torch.where(take(chosen[name]).unsqueeze(1), KERNELS[name].fn(arg, height, width), matrix)
     if mode != "random":
@@ -311,9 +328,8 @@ class AugMixPolicy(DevicePolicy):
         gammas = gamma((n, self.width + 2), self.alpha, generator, device)
         weights = (gammas[:, : self.width] / gammas[:, : self.width].sum(1, keepdim=True)).float()
         mix = (gammas[:, -2] / (gammas[:, -2] + gammas[:, -1])).float()
-        chains = []
+        fixed, chains = self.depth > 0, []
         for _ in range(self.width):
-            fixed = self.depth > 0
             depth = self.depth if fixed else torch.randint(1, 4, (n,), generator=generator, device=device)
             layers = []
             for j in range(self.depth if fixed else 3):
@@ -333,7 +349,7 @@ class AugMixPolicy(DevicePolicy):
         mixed = torch.zeros(images.shape, dtype=torch.float32, device=images.device)
         for weight, layers in zip(draw.weights.unbind(1), draw.chains, strict=True):
             mixed += per_image(weight) * self.chain(images, layers).float()
-        mixed = mixed.clamp_(0, 255).trunc_().to(torch.uint8)
+        mixed = mixed.clamp_(0, 255).to(torch.uint8)  # numpy's astype(uint8) truncates, as this cast does
         return blend(images, mixed, per_image(draw.mix))
 
     def blend_chains(self, images: torch.Tensor, draw: AugMixDraw) -> torch.Tensor:
@@ -363,7 +379,7 @@ def gamma(shape: tuple[int, ...], alpha: float, generator: torch.Generator, devi
     accepted = (v > 0) & (torch.log(uniform) < 0.5 * normal**2 + d - d * v + d * log_v)
     accepted[..., -1] = True
     first = accepted.int().argmax(-1, keepdim=True)
-    draws = (d * v).gather(-1, first).squeeze(-1)
+    draws = (d * v).gather(-1, first).squeeze(-1).clamp(min=1e-300)
     if boosted:
         draws = draws * torch.rand(shape, generator=generator, device=device, dtype=torch.float64) ** (1 / alpha)
     return draws
