@@ -8,8 +8,8 @@ rounding with borders kept, the box blurs behind `GaussianBlur`, and the affine 
 fill test and truncation. The affine resampling itself is torch's `grid_sample`, which PIL's bilinear filter matches
 up to float rounding and PIL's bicubic filter (a = -1) only approximately (torch's a = -0.75).
 
-Every op is computed for the whole batch; the caller keeps it where an image drew it (`torch.where`), so nothing
-depends on a device value read back to the host.
+Every op works image by image on the batch it is given, and reads nothing back from the device:
+`harness.data.autoaugment.apply_layer` runs each on the whole batch and keeps it where an image drew it.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def invert_lut(pixels: Pixels, _arg: torch.Tensor) -> torch.Tensor:
 
 def posterize_lut(pixels: Pixels, bits: torch.Tensor) -> torch.Tensor:
     """Keep the top `bits` bits: 8 or more keep the image (timm returns it), 0 or fewer keep nothing (a black image,
-    `i & ~(2 ** (8 - bits) - 1)`; Pillow 11+ refuses bits below 1 with a ValueError instead)."""
+    `i & ~(2 ** (8 - bits) - 1)`, where Pillow 13 refuses bits below 1 with a ValueError)."""
     shift = per_table(8 - bits).clamp(0, 8).long()
     levels = _levels(pixels.u8.device)
     return (levels >> shift) << shift
