@@ -206,9 +206,15 @@ def _parse_auto_augment(aa: str) -> None:
     elif aa.startswith("augmix"):
         parse = augment_and_mix_transform
     try:
-        parse(aa, {"translate_const": 100, "img_mean": (124, 116, 104)})
+        policy = parse(aa, {"translate_const": 100, "img_mean": (124, 116, 104)})
     except (AssertionError, ValueError, KeyError, IndexError) as e:
         raise ValueError(f"timm cannot parse it ({e or 'malformed'}); examples: {AA_EXAMPLES}") from None
+    weighted = getattr(policy, "choice_weights", None) is not None
+    if weighted and policy.num_layers > len(policy.ops):
+        raise ValueError(
+            f"timm draws its {policy.num_layers} ops from {len(policy.ops)} weighted ones without replacement, which "
+            f"fails on the first image; use at most n{len(policy.ops)}"
+        )
     # timm skips a section without a number (a misspelt 'inc1' as 'incx' is dropped without a word); refuse it.
     ignored = [
         c

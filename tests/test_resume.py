@@ -90,6 +90,21 @@ ACCUMULATED = [
 ]
 
 
+def test_mid_epoch_resume_of_rsb_a3_with_randaugment_on_the_device_matches(tmp_path):
+    """RSB A3 on the in-memory path: crops, RandAugment, Mixup/CutMix drawn per batch; killed after update 6 of 12."""
+    args = ["--recipe", "rsb_a3", *SMOKE, "--loader", "memory", "--save-every", "2", "--keep", "10"]
+    assert main([*args, "--output", str(tmp_path)]) == 0
+    run = run_dir_of(tmp_path)
+    uninterrupted = losses(run)
+    for later in complete_checkpoints(run)[3:]:
+        shutil.rmtree(later)
+    (run / "summary.json").unlink()
+    assert run_cli("--resume", str(run)).returncode == 0
+    assert losses(run) == uninterrupted
+    summary = only_summary(tmp_path)
+    assert (summary["data_path"], summary["augment_on"]) == ("memory", "device")
+
+
 def test_mid_epoch_resume_with_accumulation_skips_the_consumed_batches_and_matches(tmp_path):
     assert main([*ACCUMULATED, "--output", str(tmp_path)]) == 0
     run = run_dir_of(tmp_path)

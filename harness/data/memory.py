@@ -8,8 +8,8 @@ workers. Here a split is indexed on the device and each batch is augmented there
   the resize to the recipe's resolution are a second (`affine_grid` + `grid_sample`), with timm's crop
   parameters;
 - the recipe's RandAugment/AutoAugment/AugMix policy (`harness.data.autoaugment`) runs on the crops rounded to
-  8 bits, as timm's PIL ops see them; without one, colour jitter draws torchvision's brightness/contrast/saturation
-  factors per image (timm leaves jitter off when a policy runs);
+  8 bits, as timm's PIL ops see them; colour jitter draws torchvision's brightness/contrast/saturation factors per
+  image (timm leaves jitter off when a policy runs, except after its '3a' policy);
 - normalisation and random erasing (timm's batched `RandomErasing`) follow; batches leave in channels_last.
 
 Repeated augmentation (RSB A1/A2 on several processes) draws its indices from timm's `RepeatAugSampler`.
@@ -34,6 +34,7 @@ from torch.utils.data import Dataset, Subset
 
 from harness.data.autoaugment import unsupported_on_device
 from harness.data.device import DeviceStage, batch_generator, normalise, to_uint8, to_unit_float
+from harness.data.transforms import jitter_active
 from recipes import Recipe
 
 IN_MEMORY_DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -138,12 +139,13 @@ def color_jitter(images: torch.Tensor, strength: float, generator, order: list[i
 class BatchAugment:
     """The recipe's per-image training transforms, applied to a uint8 batch on its device, in timm's order: rotation
     (the seed reports'), random-resized crop and flip, the recipe's policy (`policy`, uint8 to uint8, on images
-    rounded to 8 bits as PIL holds them) or else colour jitter, then normalisation and random erasing."""
+    rounded to 8 bits as PIL holds them), colour jitter where timm keeps it, then normalisation and random erasing."""
 
     def __init__(self, recipe: Recipe, device: torch.device, policy=None):
         self.size = recipe.img_size
         self.scale, self.ratio = recipe.scale, recipe.ratio
-        self.hflip, self.rotate, self.jitter = recipe.hflip, recipe.rotate, recipe.color_jitter
+        self.hflip, self.rotate = recipe.hflip, recipe.rotate
+        self.jitter = recipe.color_jitter if jitter_active(recipe) else 0.0
         self.mode = recipe.interpolation
         self.policy = policy
         self.stage = DeviceStage(recipe, device, train=True)
@@ -164,10 +166,10 @@ class BatchAugment:
                              align_corners=False)
         # Edge pixels repeat beyond the border, as in PIL's resize.
         images = F.grid_sample(images, grid, mode=self.mode, padding_mode="border", align_corners=False).clamp(0, 1)
-        if self.policy is not None:  # timm leaves colour jitter off when a policy runs
+        if self.policy is not None:
             rgb = TF.grayscale_to_rgb(images) if channels == 1 else images
             images = to_unit_float(self.policy(to_uint8(rgb), generator))
-        elif self.jitter > 0:
+        if self.jitter > 0:  # off when a policy runs, except after timm's '3a'
             # torchvision's random order of ops, drawn on the host from the batch's seed: reading a device
             # permutation back would make every training step wait for the device
             order = random.Random(generator.initial_seed()).sample(range(3), 3)

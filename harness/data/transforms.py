@@ -32,9 +32,14 @@ TENSOR_RESIZE_NOTE = (
 )
 
 
+def jitter_active(recipe: Recipe) -> bool:
+    """Whether colour jitter runs: timm turns it off when a policy runs, except after a '3a' policy."""
+    return recipe.color_jitter > 0 and (not recipe.aa or "3a" in recipe.aa)
+
+
 def resizes_tensors(recipe: Recipe, aa_in_workers: bool) -> bool:
     """Whether the workers take the tensor path: nothing they run needs a PIL image."""
-    return not (recipe.aa and aa_in_workers) and recipe.rotate == 0 and (recipe.color_jitter == 0 or recipe.aa)
+    return not (recipe.aa and aa_in_workers) and recipe.rotate == 0 and not jitter_active(recipe)
 
 
 class RandomResizedCropToTensor:
