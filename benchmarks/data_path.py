@@ -110,7 +110,9 @@ def harness_loader(folder: Path, batch: int, workers: int, policy_on_device: boo
     train_tf, _ = build_transforms(recipe, 3, aa_in_workers=not policy_on_device)
     cuda = device.type == "cuda"
     loader = make_loader(SkippingImageFolder(folder, train_tf), batch, True, workers, 0, cuda)
-    loader = prepare_data_loader(loader, device, num_processes=1, process_index=0, non_blocking=cuda)
+    loader = prepare_data_loader(
+        loader, device, num_processes=1, process_index=0, put_on_device=True, non_blocking=cuda
+    )
     policy = device_policy(recipe, device) if policy_on_device else None
     return DeviceLoader(loader, DeviceStage(recipe, device, train=True, policy=policy), 0, 0, device)
 

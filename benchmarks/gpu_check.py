@@ -12,6 +12,8 @@ Steps, each timed and recorded even when another fails:
    against the harness's (policy in the workers, and on the device), end to end with 14 workers.
 3. `rsb_a3 --budget proxy` on Fashion-MNIST on the in-memory path and on the per-image path, then `--eval-only` of
    the in-memory run's weights, which must give the run's own evaluation.
+4. The recipes' RandAugment/AutoAugment/AugMix policies on the device: time per batch, no host sync, the same draws
+   giving the CPU's images.
 """
 
 from __future__ import annotations
@@ -207,6 +209,28 @@ def proxy_rows(quick: bool, data_dir: Path | None, weights: Path) -> list[dict]:
     return rows
 
 
+POLICY_LABELS = ("rsb_a3", "rsb_a1", "v0", "augmix")
+
+
+def policy_rows(quick: bool) -> list[dict]:
+    """The recipes' policies on the device: time per batch of 256 x 3 x 160 x 160, no host sync, the same draws
+    equal on the CPU (benchmarks/autoaugment_device.py)."""
+    import numpy as np
+
+    from benchmarks import autoaugment_device as bench
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch, size = (8, 32) if quick else (256, 160)
+    args = argparse.Namespace(size=size, reps=3 if quick else 20)
+    images = bench.crops(batch, size)
+    cpu_batch = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images])
+    rows = []
+    for label in POLICY_LABELS[:1] if quick else POLICY_LABELS:
+        row = bench.measure(label, args, images, cpu_batch, cpu_batch.to(device), device)
+        rows.append({"policy": label, **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()}})
+    return rows
+
+
 def _markdown(title: str, rows: list[dict]) -> str:
     if not rows:
         return f"### {title}\n\nnot measured\n"
@@ -222,6 +246,7 @@ def render(record: dict) -> str:
         f"{meta['seconds']:.0f} s in all.",
         "",
         _markdown("Training step: model alone vs the harness (fixed random batch)", record["step"]),
+        _markdown("The recipes' RandAugment/AutoAugment/AugMix policies on the device", record["policy"]),
         _markdown("Per-image path on generated ImageNet-sized JPEGs", record["loader"]),
         _markdown("rsb_a3 on Fashion-MNIST, both data paths, and --eval-only of its weights", record["proxy"]),
     ]
@@ -239,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=330, help="start no compiled pair after this many seconds")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    record = {"step": [], "loader": [], "proxy": [], "errors": {}}
+    record = {"step": [], "policy": [], "loader": [], "proxy": [], "errors": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = data_path.make_jpeg_folder(Path(tmp) / "jpegs", 64 if args.quick else args.images)
         steps = {  # the most telling first: a later step may meet the time budget
             "proxy": lambda: proxy_rows(args.quick, args.data_dir, Path(tmp) / "rsb_a3.safetensors"),
+            "policy": lambda: policy_rows(args.quick),
             "loader": lambda: loader_rows(args.quick, folder),
             "step": lambda: step_rows(args.quick, started + args.budget_s),
         }

@@ -48,7 +48,10 @@ def _sharded_train_loader(
             num_repeats=recipe.aug_repeats,
         )
         loader = make_loader(dataset, batch, True, workers, seed, pin, sampler=sampler)
-        return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0, non_blocking=pin)
+        # The sampler already shards; accelerate only moves the batches (it leaves them on the host unless asked).
+        return prepare_data_loader(
+            loader, accelerator.device, num_processes=1, process_index=0, put_on_device=True, non_blocking=pin
+        )
     return accelerator.prepare(make_loader(dataset, batch, True, workers, seed, pin))
 
 
