@@ -97,9 +97,9 @@ def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool, device
         std=recipe.std,
         re_prob=recipe.reprob,
         num_workers=workers,
-        device=CPU,
+        device=device,
         use_prefetcher=prefetcher,
-        persistent_workers=False,
+        pin_memory=device.type == "cuda",
     )
 
 

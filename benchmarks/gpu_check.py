@@ -187,7 +187,7 @@ RUN_KEYS = (
 
 def proxy_rows(quick: bool, data_dir: Path | None, weights: Path) -> list[dict]:
     """rsb_a3 at the proxy budget on Fashion-MNIST on both paths; --eval-only of the in-memory run's weights."""
-    epochs = "1" if quick else "3"
+    epochs = "1" if quick else "2"
     data = ["--dataset", "fashion_mnist"] + (["--data-dir", str(data_dir)] if data_dir else [])
     base = ["--recipe", "rsb_a3", "--budget", "smoke" if quick else "proxy", "--epochs", epochs, *data]
     rows = []
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu-check")
     p.add_argument("--images", type=int, default=2000, help="generated JPEGs for the per-image path")
     p.add_argument("--quick", action="store_true", help="every step at a tiny size")
-    p.add_argument("--budget-s", type=float, default=330, help="start no compiled pair after this many seconds")
+    p.add_argument("--budget-s", type=float, default=300, help="start no compiled pair after this many seconds")
     args = p.parse_args(argv)
     started = time.perf_counter()
     record = {"step": [], "policy": [], "loader": [], "proxy": [], "errors": {}}
@@ -281,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 record["errors"][name] = f"{type(e).__name__}: {str(e)[:300]}"
             print(json.dumps(record[name], default=str)[:2000], flush=True)
+            write(record, args, started)  # after every step, so a check cut short keeps what it measured
+    print(render(record))
+    return 1 if record["errors"] else 0
+
+
+def write(record: dict, args: argparse.Namespace, started: float) -> None:
     record["meta"] = {
         "command": "benchmarks/gpu_check.sh" + (" --quick" if args.quick else ""),
         "device": device_name(),
@@ -290,8 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_json(args.out / "gpu_check.json", record)
     atomic_write_text(args.out / "gpu_check.md", render(record))
-    print(render(record))
-    return 1 if record["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #   benchmarks/gpu_check.sh              # on the GPU machine, from the repository root (with .gpu/ copied along)
 #   benchmarks/gpu_check.sh --dry-run    # print every command instead of running it (with --prepare too)
 #   benchmarks/gpu_check.sh --quick      # every step at a tiny size; runs on a CPU
+#   benchmarks/gpu_check.sh --no-install # use the environment as it is (one that has the project's dependencies)
 #   benchmarks/gpu_check.sh --out DIR    # where the results go (default benchmarks/results/gpu-check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,14 +21,15 @@ FASHION_MNIST=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 # machines run the same timm.
 CARRIED=(pydantic pydantic-core annotated-types typing-inspection timm)
 
-dry=0 prepare=0 out=benchmarks/results/gpu-check extra=()
+dry=0 prepare=0 install=1 out=benchmarks/results/gpu-check extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
     --prepare) prepare=1 ;;
     --quick) extra+=(--quick) ;;
+    --no-install) install=0 ;;
     --out) out=$2; shift ;;
-    *) echo "error: unknown option $1; options: --prepare --dry-run --quick --out DIR" >&2; exit 2 ;;
+    *) echo "error: unknown option $1; options: --prepare --dry-run --quick --no-install --out DIR" >&2; exit 2 ;;
   esac
   shift
 done
@@ -59,12 +61,14 @@ if [ "$prepare" -eq 1 ]; then
   exit 0
 fi
 
-if [ "$dry" -eq 0 ] && ! ls "$GPU_DIR"/wheels/*.whl >/dev/null 2>&1; then
-  echo "error: no wheels in $GPU_DIR/wheels; run benchmarks/gpu_check.sh --prepare where the package index is" >&2
-  exit 2
+if [ "$install" -eq 1 ]; then
+  if [ "$dry" -eq 0 ] && ! ls "$GPU_DIR"/wheels/*.whl >/dev/null 2>&1; then
+    echo "error: no wheels in $GPU_DIR/wheels; run benchmarks/gpu_check.sh --prepare where the package index is" >&2
+    exit 2
+  fi
+  run "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$GPU_DIR/site" "$GPU_DIR"/wheels/*.whl
+  export PYTHONPATH="$PWD/$GPU_DIR/site${PYTHONPATH:+:$PYTHONPATH}"
+  echo "+ export PYTHONPATH=$PYTHONPATH"
 fi
-run "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$GPU_DIR/site" "$GPU_DIR"/wheels/*.whl
-export PYTHONPATH="$PWD/$GPU_DIR/site${PYTHONPATH:+:$PYTHONPATH}"
-echo "+ export PYTHONPATH=$PYTHONPATH"
-run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+if command -v nvidia-smi >/dev/null; then run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; fi
 run "$PYTHON" benchmarks/gpu_check.py --data-dir "$GPU_DIR/data/fashion-mnist" --out "$out" "${extra[@]}"

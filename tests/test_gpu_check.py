@@ -42,5 +42,5 @@ def test_without_wheels_or_with_an_unknown_option_it_stops_with_one_line(tmp_pat
     assert "--prepare" in missing.stderr and not (tmp_path / "nothing").exists()
     unknown = gpu_check("--fast")
     assert unknown.returncode == 2 and unknown.stderr.strip() == (
-        "error: unknown option --fast; options: --prepare --dry-run --quick --out DIR"
+        "error: unknown option --fast; options: --prepare --dry-run --quick --no-install --out DIR"
     )
