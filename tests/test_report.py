@@ -253,7 +253,11 @@ def test_markdown_out_and_readme_link_plots_from_where_they_are_written(tmp_path
     assert "\n| recipe " in text
     assert text.endswith("<!-- results:end -->\noutro\n")
     assert "old table" not in text
-    assert "![curves](benchmarks/results/rsb_a3-digits-proxy-seed0/curves.png)" in text
+    # The README keeps the chart, the table and a link; the detail, with its plots, is in the results folder.
+    assert "[benchmarks/results/README.md](benchmarks/results/README.md)" in text and "![curves]" not in text
+    detail = (runs / "README.md").read_text()
+    assert "![measured vs reported top-1](comparison.png)" in detail
+    assert "![curves](rsb_a3-digits-proxy-seed0/curves.png)" in detail and "\n| recipe " in detail
 
 
 @pytest.mark.parametrize(
