@@ -59,23 +59,24 @@ class TrainingJob(Checkpointable):
         self.__dict__.update(state)
         self._launcher = None
 
-    def _argv(self, resume: str | None) -> tuple[list[str], str | None]:
+    def command(self, job_env, resume: str | None = None) -> tuple[list[str], str | None]:
+        """This node's `accelerate launch` (resuming the run where it has a checkpoint) and the run it resumes."""
         run_dir = Path(resume) if resume else rundirs.latest_run_dir(Path(self.output))
-        if rundirs.resumable(run_dir):
-            return ["--resume", str(run_dir)], str(run_dir)
-        return [*self.argv, "--output", self.output], None
+        resumed_from = str(run_dir) if rundirs.resumable(run_dir) else None
+        argv = ["--resume", resumed_from] if resumed_from else [*self.argv, "--output", self.output]
+        return launch.node_command(argv, self.processes, job_env), resumed_from
 
     def __call__(self, resume: str | None = None) -> dict:
         output = Path(self.output)
         if rundirs.outcome(output) == "done":  # requeued after the run had finished
             return {"status": "done", "exit_status": 0, "resumed_from": None}
-        argv, resumed_from = self._argv(resume)
         job_env = submitit.JobEnvironment()
+        command, resumed_from = self.command(job_env, resume)
         own = job_env._usr_sig()
         others = tuple(s for s in (signal.SIGUSR1, signal.SIGUSR2) if s != own)
         previous = launch.forward_to(lambda: self._launcher, others)
         try:
-            self._launcher = launch.start(launch.node_command(argv, self.processes, job_env), self.env)
+            self._launcher = launch.start(command, self.env)
             status = _poll(self._launcher)
         finally:
             launch.restore(previous)

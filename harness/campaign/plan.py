@@ -45,7 +45,7 @@ def run_estimates(campaign: Campaign, root: Path, settings: list[RunSpec], env: 
             command = launch.accelerate_command(
                 _estimate_argv(spec, folder), campaign.launch.processes, port=launch.free_port(), cuda=launch.has_cuda()
             )
-            print(f"estimating {spec.setting} ...", flush=True)
+            print(f"timing {spec.setting} (--estimate) ...", flush=True)
             with (folder / "estimate.log").open("w") as log:
                 launch.start(command, env, log).wait()
     elif missing:
@@ -64,7 +64,7 @@ def _estimate_with_submitit(campaign: Campaign, root: Path, missing: list[RunSpe
         folder.mkdir(parents=True, exist_ok=True)
         executor.update_parameters(name=f"{campaign.name}.estimate.{spec.setting}")
         jobs.append(executor.submit(estimate_job, _estimate_argv(spec, folder), campaign.launch.processes, env))
-        print(f"estimating {spec.setting} as job {jobs[-1].job_id} ...", flush=True)
+        print(f"timing {spec.setting} (--estimate) as job {jobs[-1].job_id} ...", flush=True)
     for job, spec in zip(jobs, missing, strict=True):
         if job.exception() is not None:
             (estimate_folder(root, campaign, spec) / "estimate.log").write_text(f"{job.stdout()}\n{job.stderr()}")

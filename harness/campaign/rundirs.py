@@ -16,8 +16,8 @@ from harness.checkpoint import complete_checkpoints
 ATTEMPTS = "attempts.json"
 # The last lines of a log that say why a run failed: the harness's one-line errors and exception lines.
 _ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?(error: .+|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$")
-# Lines a launcher adds after the worker's own error.
-_LAUNCHER_LINES = ("CalledProcessError", "ChildFailedError", "torch.distributed.elastic")
+# Lines a launcher or the job around the run adds after the run's own error.
+_LAUNCHER_LINES = ("CalledProcessError", "ChildFailedError", "torch.distributed.elastic", "RunFailed", "submitit")
 
 
 def latest_run_dir(output: Path) -> Path | None:

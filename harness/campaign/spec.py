@@ -58,7 +58,7 @@ CAMPAIGN_OPTIONS = {
     "estimate": "--plan",
 }
 # Options that change how a run is carried out, not what it computes: left out of a run's key.
-NON_KEY_OPTIONS = frozenset({"workers", "threads", "keep", "log_every", "save_every", "force"})
+NON_KEY_OPTIONS = frozenset({"workers", "threads", "keep", "log_every", "save_every", "force", "download"})
 # Flags the campaign fills in from its own keys and from SLURM's environment.
 OWNED_SBATCH = frozenset(
     {"nodes", "ntasks-per-node", "gpus-per-node", "cpus-per-task", "partition", "time", "account", "qos"}
