@@ -18,12 +18,12 @@ import yaml
 from harness.campaign.launch import children
 from tests.conftest import ROOT
 
-# 40 epochs of 8 updates (a few seconds of LeNet): long enough to stop a run mid-training; --deterministic for
+# 24 epochs of 8 updates (a few seconds of LeNet): long enough to stop a run mid-training; --deterministic for
 # exact resumes on CPU; one thread a run, as four share two cores under submitit. The second recipe is a file
 # beside the campaign file: LeNet-5 with another learning rate.
 GRID = {
     "grid": {"recipe": ["lenet_mnist", "lenet_lr.yaml"], "seed": [0, 1], "dataset": ["digits"], "budget": ["smoke"]},
-    "set": {"epochs": 40, "batch_size": 8},
+    "set": {"epochs": 24, "batch_size": 8},
     "options": {"workers": 0, "deterministic": True, "threads": 1},
 }
 RECIPE_FILE = "name: lenet_lr\nbase: lenet_mnist\nlr: 0.03\n"
@@ -74,7 +74,7 @@ def test_a_local_campaign_runs_every_run_and_reports_both_recipes_over_two_seeds
     for run in runs:
         summary = json.loads((root / run["run_dir"] / "summary.json").read_text())
         assert summary["eval_top1"] == run["eval_top1"]
-        assert (summary["seed"], summary["dataset"], summary["epochs_run"]) == (run["key"]["seed"], "digits", 40)
+        assert (summary["seed"], summary["dataset"], summary["epochs_run"]) == (run["key"]["seed"], "digits", 24)
         assert Path(run["run_dir"]).parent.name == run["id"]  # each run in its own folder
     report = (root / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith(tuple(f"| {r} " for r in RECIPES))]
@@ -151,6 +151,35 @@ def test_submitit_local_requeues_a_job_stopped_by_a_signal_and_ends_as_if_uninte
         assert run["eval_top1"] == uninterrupted[run_id]["eval_top1"]
         assert metrics(root, run) == metrics(local_root, uninterrupted[run_id])
     assert len([line for line in (root / "report.md").read_text().splitlines() if " (2) " in line]) == 2
+
+
+@pytest.mark.skipif(
+    not SIGNALS_MERGED, reason="needs run.py's signal handling (harness.preemption, branch run-signals)"
+)
+def test_a_local_campaign_stopped_by_sigterm_resumes_the_run_when_started_again(local_campaign, tmp_path):
+    _, local_root, first = local_campaign
+    assert first.returncode == 0, first.stderr
+    grid = {**GRID["grid"], "recipe": ["lenet_mnist"], "seed": [1]}
+    path, root = campaign_file(tmp_path, "local", grid=grid), tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "harness.campaign", str(path)], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(root.glob("runs/*/*/checkpoints/*/progress.json")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 3, output
+    (run,) = state(root)["runs"]
+    assert run["status"] == "preempted" and run["attempts"][-1]["stopped"] == "signal SIGTERM"
+
+    again = campaign(str(path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    (run,) = state(root)["runs"]
+    assert run["status"] == "done" and len(run["launches"]) == 2 and run["launches"][1]["resumed_from"]
+    assert [a["stopped"] for a in run["attempts"]] == ["signal SIGTERM", "complete"]
+    uninterrupted = next(r for r in state(local_root)["runs"] if r["id"] == run["id"])
+    assert metrics(root, run) == metrics(local_root, uninterrupted)
 
 
 def test_plan_lists_every_run_with_device_hours_from_estimates_and_trains_nothing(tmp_path):

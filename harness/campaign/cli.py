@@ -103,7 +103,11 @@ def show_plan(setup: Setup) -> int:
     root.mkdir(parents=True, exist_ok=True)
     with Lock(root):
         estimates = plan.run_estimates(campaign, root, settings, run_env(campaign, root, trackers=False))
-    notes += [n for e in estimates.values() if isinstance(e, dict) for n in e.get("notices", [])[:1]]
+    notes += [
+        f"{setting}: timed on random images of {e['dataset']}'s shape and size ({e['dataset']} is not on this machine)"
+        for setting, e in estimates.items()
+        if isinstance(e, dict) and e.get("synthetic_data")
+    ]
     plan.print_plan(campaign, setup.path, root, plan.plan_frame(setup.specs, setup.states, estimates), notes)
     return 0
 
@@ -136,9 +140,12 @@ def run(setup: Setup, retry_failed: bool, wait: bool) -> int:
         if campaign.executor == "local":
             stopped = executors.run_locally(campaign, root, todo, env, setup.save)
         else:
-            submitted = executors.submit(campaign, root, todo, env, setup.save)
-            if campaign.executor == "submitit-local" or wait:
-                executors.wait_for(submitted + still_running, root, setup.save)
+            try:
+                submitted = executors.submit(campaign, root, todo, env, setup.save)
+                if campaign.executor == "submitit-local" or wait:
+                    executors.wait_for(submitted + still_running, root, setup.save)
+            except KeyboardInterrupt:  # the jobs go on without this command
+                stopped = True
         setup.save()
         return finish(setup, stopped)
 
@@ -152,6 +159,6 @@ def finish(setup: Setup, stopped: bool) -> int:
     elif not stopped:
         print("runs still to end: run the same command again to collect them and write the report")
     if stopped:
-        print("stopped by a signal: run the same command again to resume")
+        print("stopped: run the same command again to resume the stopped runs and collect the jobs still running")
         return EXIT_STOPPED
     return EXIT_FAILED if any(s.status == "failed" for s in states) else 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,20 +48,18 @@ def ended_line(state: RunState) -> str:
 def run_locally(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunState]], env: dict, save: Save) -> bool:
     """Each run through `accelerate launch` in turn. A stop signal (Ctrl-C, SIGTERM, SIGUSR1/2) is passed on to the
     run in progress, which checkpoints; no further run starts. Returns whether the campaign was stopped."""
-    stop: list[int] = []
-    current: list = [None]
-    previous = launch.forward_to(lambda: current[0], STOP_SIGNALS, also=stop.append)
+    stops = launch.StopRequests(STOP_SIGNALS)
     try:
         for spec, state in todo:
-            if stop:
+            if stops.received:
                 break
-            _run_one(campaign, root, spec, state, env, current, stop, save)
+            _run_one(campaign, root, spec, state, env, stops, save)
     finally:
-        launch.restore(previous)
-    return bool(stop)
+        stops.restore()
+    return bool(stops.received)
 
 
-def _run_one(campaign, root: Path, spec: RunSpec, state: RunState, env: dict, current: list, stop: list, save) -> None:
+def _run_one(campaign, root: Path, spec: RunSpec, state: RunState, env: dict, stops, save: Save) -> None:
     resume = _resume_point(spec, root)
     command = launch.accelerate_command(
         _argv(spec, root, resume), campaign.launch.processes, port=launch.free_port(), cuda=launch.has_cuda()
@@ -76,18 +73,14 @@ def _run_one(campaign, root: Path, spec: RunSpec, state: RunState, env: dict, cu
         state.launched("local", None, str(resume) if resume else None, [log_path.relative_to(root).as_posix()])
         save()
         _say(state, f"{'resuming' if resume else 'starting'} (log: {log_path})")
-        current[0] = launch.start(command, env, log)
-        if stop:  # a stop signal arrived while it was being started
-            launch.stop_training(current[0], signal.SIGTERM)
-        while (status := current[0].poll()) is None:
-            time.sleep(0.5)
-        current[0] = None
+        status = stops.wait(launch.start(command, env, log))
     with log_path.open() as log:
         log.seek(offset)
         error = rundirs.last_error_line(log.read())
     state.ended(root, status, error)
-    if stop and state.status == "failed":  # stopped by the campaign's signal before it could checkpoint
-        state.status, state.error = "preempted", f"stopped by {signal.Signals(stop[0]).name} while starting"
+    if stops.received and state.status == "failed":  # stopped by the campaign's signal before it could checkpoint
+        name = signal.Signals(stops.received[0]).name
+        state.status, state.error = "preempted", f"stopped by {name} before it could checkpoint"
     save()
     _say(state, ended_line(state))
 

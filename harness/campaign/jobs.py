@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import submitit
@@ -36,13 +35,6 @@ def _wait_in_handler(launcher) -> None:
         launcher.returncode = os.waitstatus_to_exitcode(status)
     except ChildProcessError:
         pass
-
-
-def _poll(launcher) -> int:
-    """The launcher's exit status, polled so that a signal handler may reap it meanwhile."""
-    while launcher.poll() is None:
-        time.sleep(0.5)
-    return launcher.returncode
 
 
 class TrainingJob(Checkpointable):
@@ -73,14 +65,15 @@ class TrainingJob(Checkpointable):
         job_env = submitit.JobEnvironment()
         command, resumed_from = self.command(job_env, resume)
         own = job_env._usr_sig()
-        others = tuple(s for s in (signal.SIGUSR1, signal.SIGUSR2) if s != own)
-        previous = launch.forward_to(lambda: self._launcher, others)
+        stops = launch.StopRequests(tuple(s for s in (signal.SIGUSR1, signal.SIGUSR2) if s != own))
         try:
             self._launcher = launch.start(command, self.env)
-            status = _poll(self._launcher)
+            status = stops.wait(self._launcher)
         finally:
-            launch.restore(previous)
+            stops.restore()
         seen = rundirs.outcome(output)
+        if seen is None and stops.received:
+            seen = "preempted"  # stopped by the signal before it could checkpoint: start again from the last one
         if seen == "preempted" and job_env.global_rank == 0:
             signal.raise_signal(own)  # submitit checkpoints and requeues, as if the cluster had signalled the job
         if seen is None:
@@ -99,4 +92,4 @@ class TrainingJob(Checkpointable):
 def estimate_job(argv: list[str], processes: int, env: dict[str, str]) -> int:
     """`--estimate` of one setting on the job's node(s); its exit status."""
     command = launch.node_command(argv, processes, submitit.JobEnvironment())
-    return _poll(launch.start(command, env))
+    return launch.StopRequests(()).wait(launch.start(command, env))

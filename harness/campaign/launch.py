@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 try:
@@ -115,21 +116,29 @@ def stop_training(launcher: subprocess.Popen, signum: int) -> list[int]:
     return signalled
 
 
-def forward_to(launcher_of, signals: tuple[int, ...], also=None) -> dict[int, object]:
-    """Handle `signals` by passing them on to the training processes of `launcher_of()` (then calling `also`).
+class StopRequests:
+    """Stop signals this process receives while a run trains, passed on to the run's training processes.
 
-    Returns the handlers it replaced, for `restore`."""
+    The handler only records a signal; `wait` delivers it from the main loop, once the training processes exist
+    (a signal that arrives while the launcher is still starting is not lost). SIGINT is passed on as SIGTERM.
+    """
 
-    def handler(signum, _frame) -> None:
-        launcher = launcher_of()
-        if launcher is not None:
-            stop_training(launcher, signal.SIGTERM if signum == signal.SIGINT else signum)
-        if also is not None:
-            also(signum)
+    def __init__(self, signals: tuple[int, ...]):
+        self.received: list[int] = []
+        self.delivered = False
+        self._previous = {signum: signal.signal(signum, self._record) for signum in signals}
 
-    return {signum: signal.signal(signum, handler) for signum in signals}
+    def _record(self, signum: int, _frame) -> None:
+        self.received.append(signal.SIGTERM if signum == signal.SIGINT else signum)
 
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
-def restore(previous: dict[int, object]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
+    def wait(self, launcher: subprocess.Popen, interval: float = 0.5) -> int:
+        """The launcher's exit status; meanwhile the first stop signal is passed on to its processes."""
+        while launcher.poll() is None:
+            if self.received and not self.delivered:
+                self.delivered = bool(stop_training(launcher, self.received[0]))
+            time.sleep(interval)
+        return launcher.returncode

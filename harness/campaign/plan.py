@@ -120,7 +120,8 @@ def wall_time(campaign: Campaign, seconds: pd.Series) -> str:
 def print_plan(campaign: Campaign, path: Path, root: Path, frame: pd.DataFrame, notes: list[str]) -> None:
     launch_text = f"{campaign.launch.processes} process(es) on {campaign.launch.nodes} node(s) per run"
     print(f"campaign {campaign.name} ({path}): {len(frame)} runs, executor {campaign.executor}, {launch_text}")
-    print(f"root: {root}\n")
+    shown = root.relative_to(Path.cwd()) if root.is_relative_to(Path.cwd()) else root
+    print(f"root: {shown}\n")
     print(frame.drop(columns=["_s", "_h"]).to_markdown(index=False, tablefmt="simple", disable_numparse=True))
     remaining = frame[frame["status"] != "done"]
     print(
