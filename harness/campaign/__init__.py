@@ -1,7 +1,8 @@
 """Campaigns: a grid of runs (recipes x seeds x datasets x budgets) on this machine or a SLURM cluster, resumed
 after preemption, ending in one report.
 
-    spec.py       the campaign file (pydantic) and its grid of runs
+    spec.py       the campaign file (pydantic)
+    grid.py       its grid of runs: ids, keys, harness/run.py options
     checks.py     every run planned by harness.run before anything starts; the executor's requirements
     state.py      campaign.json: each run's key, status, run directory, job id, launches and attempts
     rundirs.py    what a run's folder says: finished, stopped on a signal, resumable; its last error line

@@ -11,7 +11,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.campaign.spec import Campaign, RunSpec
+from harness.campaign.grid import RunSpec
+from harness.campaign.spec import Campaign
 from harness.config import ConfigError
 
 SUBMITIT_INSTALL = "pip install 'recipe-harness[campaign]' (or pip install 'submitit>=1.5')"

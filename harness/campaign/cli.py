@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.campaign import checks, executors, plan, spec, summary
+from harness.campaign import checks, executors, grid, plan, spec, summary
 from harness.campaign.state import Lock, RunState, merge, read_state, write_state
 from harness.config import ConfigError
 from harness.options import OneLineErrorParser
@@ -42,7 +42,7 @@ class Setup:
     campaign: spec.Campaign
     path: Path
     root: Path
-    specs: list[spec.RunSpec]
+    specs: list[grid.RunSpec]
     states: list[RunState]
 
     def save(self) -> None:
@@ -54,7 +54,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     """Read and check everything before anything starts: the file, the executor, every run's plan, the root."""
     campaign = spec.read_campaign(args.file, args.executor)
     root = spec.campaign_root(campaign, args.file, args.output)
-    specs = spec.expand_grid(campaign, args.file)
+    specs = grid.expand_grid(campaign, args.file)
     if not args.report:
         checks.check_executor(campaign)
         checks.check_writable(root)

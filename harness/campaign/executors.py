@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.campaign import launch, rundirs
-from harness.campaign.spec import Campaign, RunSpec
+from harness.campaign.grid import RunSpec
+from harness.campaign.spec import Campaign
 from harness.campaign.state import RunState, now
 
 # A submitit-local job's time limit when the campaign gives none.

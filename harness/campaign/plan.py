@@ -13,7 +13,8 @@ import pandas as pd
 
 from harness.campaign import launch, rundirs
 from harness.campaign.executors import make_executor
-from harness.campaign.spec import Campaign, RunSpec
+from harness.campaign.grid import RunSpec
+from harness.campaign.spec import Campaign
 from harness.campaign.state import RunState
 
 ESTIMATE = "estimate.json"

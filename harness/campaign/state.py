@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.campaign import rundirs
-from harness.campaign.spec import RunSpec
+from harness.campaign.grid import RunSpec
 from harness.config import ConfigError
 from harness.results import atomic_write_json
 
