@@ -3,7 +3,6 @@ through `accelerate launch` one after another (local) and through submitit's loc
 job stopped by a signal and requeued); and --plan from estimates on synthetic data."""
 
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -28,7 +27,6 @@ GRID = {
 }
 RECIPE_FILE = "name: lenet_lr\nbase: lenet_mnist\nlr: 0.03\n"
 RECIPES = ("lenet_mnist", "lenet_lr")
-SIGNALS_MERGED = importlib.util.find_spec("harness.preemption") is not None
 COMPARED = ["epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr"]
 
 
@@ -121,9 +119,6 @@ def _stop_mid_training(process: subprocess.Popen, root: Path, run_id: str) -> No
     os.kill(tasks[0], signal.SIGUSR1)
 
 
-@pytest.mark.skipif(
-    not SIGNALS_MERGED, reason="needs run.py's signal handling (harness.preemption, branch run-signals)"
-)
 def test_submitit_local_requeues_a_job_stopped_by_a_signal_and_ends_as_if_uninterrupted(local_campaign, tmp_path):
     _, local_root, first = local_campaign
     assert first.returncode == 0, first.stderr
@@ -153,9 +148,6 @@ def test_submitit_local_requeues_a_job_stopped_by_a_signal_and_ends_as_if_uninte
     assert len([line for line in (root / "report.md").read_text().splitlines() if " (2) " in line]) == 2
 
 
-@pytest.mark.skipif(
-    not SIGNALS_MERGED, reason="needs run.py's signal handling (harness.preemption, branch run-signals)"
-)
 def test_a_local_campaign_stopped_by_sigterm_resumes_the_run_when_started_again(local_campaign, tmp_path):
     _, local_root, first = local_campaign
     assert first.returncode == 0, first.stderr

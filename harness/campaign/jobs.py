@@ -42,14 +42,14 @@ class TrainingJob(Checkpointable):
 
     def __init__(self, argv: list[str], output: str, processes: int, env: dict[str, str]):
         self.argv, self.output, self.processes, self.env = list(argv), output, processes, dict(env)
-        self._launcher = None
+        self._launcher, self._stops = None, None
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_launcher"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_launcher", "_stops")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._launcher = None
+        self._launcher, self._stops = None, None
 
     def command(self, job_env, resume: str | None = None) -> tuple[list[str], str | None]:
         """This node's `accelerate launch` (resuming the run where it has a checkpoint) and the run it resumes."""
@@ -65,7 +65,7 @@ class TrainingJob(Checkpointable):
         job_env = submitit.JobEnvironment()
         command, resumed_from = self.command(job_env, resume)
         own = job_env._usr_sig()
-        stops = launch.StopRequests(tuple(s for s in (signal.SIGUSR1, signal.SIGUSR2) if s != own))
+        stops = self._stops = launch.StopRequests(tuple(s for s in (signal.SIGUSR1, signal.SIGUSR2) if s != own))
         try:
             self._launcher = launch.start(command, self.env)
             status = stops.wait(self._launcher)
@@ -83,8 +83,10 @@ class TrainingJob(Checkpointable):
     def checkpoint(self, resume: str | None = None) -> DelayedSubmission:
         """Called by submitit on its signal: stop the training at a checkpoint, resume from it once requeued."""
         if self._launcher is not None:
-            launch.stop_training(self._launcher, submitit.JobEnvironment._usr_sig())
+            self._stops.workers.refresh(self._launcher)
+            self._stops.workers.signal(submitit.JobEnvironment._usr_sig())
             _wait_in_handler(self._launcher)
+            self._stops.workers.wait_gone()
         run_dir = rundirs.latest_run_dir(Path(self.output))
         return DelayedSubmission(self, str(run_dir) if rundirs.resumable(run_dir) else None)
 

@@ -1,10 +1,11 @@
 """`accelerate launch harness/run.py ...` for one run: on this machine, or on each node of a SLURM job.
 
-accelerate starts the training processes; this module only spells its command line, starts it, and passes a
-stop signal on to the training processes (the launcher's children), which checkpoint and exit with
-`harness.preemption.EXIT_PREEMPTED`. The launcher is started ignoring the stop signals, so one that reaches it too
-(SLURM signals every process of a job step) leaves it waiting for its processes instead of ending it; torch's
-elastic agent, which handles SIGTERM itself, passes SIGTERM on to them.
+accelerate starts the training processes; this module only spells its command line, starts it with
+`harness.preemption.LAUNCHER_ENV` (torchrun passes SIGUSR1/SIGUSR2 on as it does SIGTERM, and waits for the
+checkpoint), and passes a stop signal on to the training processes themselves (the launcher's children), which
+checkpoint and exit with `harness.preemption.EXIT_PREEMPTED`. A launcher that dies of a signal first (SLURM signals
+every process of a job step; accelerate's one-process launcher forwards none) leaves its training processes
+checkpointing: they are waited for too.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    from harness.preemption import LAUNCHER_ENV
-except ImportError:  # a checkout without preemption handling
-    LAUNCHER_ENV = {}
+from harness.preemption import LAUNCHER_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_PY = REPO_ROOT / "harness" / "run.py"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 # Ports for a multi-node rendezvous, derived from the job id so that jobs sharing a node do not collide.
 PORT_BASE, PORT_SPAN = 20000, 20000
 
@@ -83,37 +80,65 @@ def node_command(argv: list[str], processes: int, job_env) -> list[str]:
 
 def start(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
     """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    environment = {**os.environ, **LAUNCHER_ENV, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.Popen(
         command, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None, start_new_session=True
     )
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (state, parent, ..., start time), or None for a process gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (from /proc)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(entry.name))
+        if fields is not None and int(fields[1]) == pid:
+            found.append(int(entry.name))
     return found
 
 
-def stop_training(launcher: subprocess.Popen, signum: int) -> list[int]:
-    """Send `signum` to the training processes of a running launcher; the pids signalled."""
-    if launcher.poll() is not None:
-        return []
-    signalled = []
-    for pid in children(launcher.pid):
-        try:
-            os.kill(pid, signum)
-            signalled.append(pid)
-        except ProcessLookupError:
-            pass
-    return signalled
+class Workers:
+    """The training processes of a launcher, remembered by pid and start time so that they can be signalled and
+    waited for after the launcher is gone (a reused pid is not mistaken for one of them)."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, str] = {}
+
+    def refresh(self, launcher: subprocess.Popen) -> None:
+        for pid in children(launcher.pid):
+            fields = _stat(pid)
+            if fields is not None:
+                self.known.setdefault(pid, fields[19])
+
+    def alive(self) -> list[int]:
+        running = []
+        for pid, started in self.known.items():
+            fields = _stat(pid)
+            if fields is not None and fields[19] == started and fields[0] != "Z":
+                running.append(pid)
+        return running
+
+    def signal(self, signum: int) -> list[int]:
+        """Send `signum` to the training processes still running; the pids signalled."""
+        signalled = []
+        for pid in self.alive():
+            try:
+                os.kill(pid, signum)
+                signalled.append(pid)
+            except ProcessLookupError:
+                pass
+        return signalled
+
+    def wait_gone(self, interval: float = 0.5) -> None:
+        while self.alive():
+            time.sleep(interval)
 
 
 class StopRequests:
@@ -126,6 +151,7 @@ class StopRequests:
     def __init__(self, signals: tuple[int, ...]):
         self.received: list[int] = []
         self.delivered = False
+        self.workers = Workers()
         self._previous = {signum: signal.signal(signum, self._record) for signum in signals}
 
     def _record(self, signum: int, _frame) -> None:
@@ -136,9 +162,12 @@ class StopRequests:
             signal.signal(signum, handler)
 
     def wait(self, launcher: subprocess.Popen, interval: float = 0.5) -> int:
-        """The launcher's exit status; meanwhile the first stop signal is passed on to its processes."""
+        """The launcher's exit status, once its training processes have ended too; meanwhile the first stop signal
+        is passed on to them."""
         while launcher.poll() is None:
+            self.workers.refresh(launcher)
             if self.received and not self.delivered:
-                self.delivered = bool(stop_training(launcher, self.received[0]))
+                self.delivered = bool(self.workers.signal(self.received[0]))
             time.sleep(interval)
+        self.workers.wait_gone(interval)
         return launcher.returncode

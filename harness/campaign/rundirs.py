@@ -11,9 +11,9 @@ import json
 import re
 from pathlib import Path
 
-from harness.checkpoint import complete_checkpoints
+from harness.attempts import read_attempts, run_status
+from harness.checkpoint import CheckpointError, complete_checkpoints
 
-ATTEMPTS = "attempts.json"
 # The last lines of a log that say why a run failed: the harness's one-line errors and exception lines.
 _ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?(error: .+|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$")
 # Lines a launcher or the job around the run adds after the run's own error.
@@ -28,32 +28,21 @@ def latest_run_dir(output: Path) -> Path | None:
     return max(dirs, key=lambda p: ((p / "run.json").stat().st_mtime, p.name), default=None)
 
 
-def _json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def summary(run_dir: Path | None) -> dict | None:
     """The run's summary.json when the run finished, else None."""
-    record = _json(run_dir / "summary.json") if run_dir is not None else None
-    return record if record and record.get("status") == "complete" else None
+    try:
+        record = json.loads((run_dir / "summary.json").read_text()) if run_dir is not None else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("status") == "complete" else None
 
 
 def attempts(run_dir: Path | None) -> list[dict]:
     """Every attempt the run recorded (started, ended, processes, why it stopped), oldest first."""
-    record = _json(run_dir / ATTEMPTS) if run_dir is not None else None
-    found = (record or {}).get("attempts")
-    return found if isinstance(found, list) else []
-
-
-def stopped_by_signal(run_dir: Path | None) -> str | None:
-    """The signal that stopped the run's last attempt ("signal SIGTERM"), or None."""
-    history = attempts(run_dir)
-    stopped = history[-1].get("stopped") if history else None
-    return stopped if isinstance(stopped, str) and stopped.startswith("signal") else None
+    try:
+        return read_attempts(run_dir) if run_dir is not None else []
+    except CheckpointError:
+        return []
 
 
 def resumable(run_dir: Path | None) -> bool:
@@ -61,11 +50,15 @@ def resumable(run_dir: Path | None) -> bool:
 
 
 def outcome(output: Path) -> str | None:
-    """done or preempted as the run's folder shows it; None when the folder alone does not tell."""
+    """done or preempted as the run's folder shows it (harness.attempts.run_status); None when it does not tell."""
     run_dir = latest_run_dir(output)
-    if summary(run_dir) is not None:
-        return "done"
-    return "preempted" if stopped_by_signal(run_dir) else None
+    try:
+        status = run_status(run_dir) if run_dir is not None else None
+    except CheckpointError:
+        return None
+    if status == "complete":
+        return "done" if summary(run_dir) is not None else None
+    return "preempted" if status == "preempted" else None
 
 
 def last_error_line(text: str) -> str:
