@@ -174,6 +174,30 @@ def test_a_local_campaign_stopped_by_sigterm_resumes_the_run_when_started_again(
     assert metrics(root, run) == metrics(local_root, uninterrupted)
 
 
+def test_a_failing_run_does_not_stop_the_others_and_is_retried_only_when_asked(tmp_path):
+    """A recipe file whose `freeze` names no parameter plans fine and fails once the model is built."""
+    (tmp_path / "lenet_frozen.yaml").write_text("name: lenet_frozen\nbase: lenet_mnist\nfreeze: trunk\n")
+    grid = {"recipe": ["lenet_frozen.yaml", "lenet_mnist"], "seed": [0], "dataset": ["digits"], "budget": ["smoke"]}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump({"name": "mixed", "output": "out", "grid": grid, "options": {"workers": 0}}))
+    root = tmp_path / "out"
+    result = campaign(str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed, done = state(root)["runs"]
+    assert done["status"] == "done" and failed["status"] == "failed"
+    assert failed["error"].startswith("error: freeze='trunk' names no parameter"), failed["error"]
+    assert f"{failed['id']}: failed: error: freeze='trunk'" in result.stdout
+    report = (root / "report.md").read_text()
+    assert f"| {failed['id']} | failed " in report and "| lenet_mnist " in report
+
+    again = campaign(str(path))
+    assert again.returncode == 1 and "0 of 2 runs to start" in again.stdout
+    retried = campaign(str(path), "--retry-failed")
+    assert retried.returncode == 1 and "1 of 2 runs to start" in retried.stdout
+    failed, done = state(root)["runs"]
+    assert len(failed["launches"]) == 2 and len(done["launches"]) == 1
+
+
 def test_plan_lists_every_run_with_device_hours_from_estimates_and_trains_nothing(tmp_path):
     """mnist is absent here: the estimates time synthetic images of its shape, and the plan says training would be
     refused."""
