@@ -220,3 +220,20 @@ def test_each_node_of_the_slurm_job_launches_accelerate_for_its_rank(tmp_path, m
     output = tmp_path / "out" / "runs" / "baseline-digits-proxy-seed0"
     assert run_argv == ["--recipe", "baseline", "--seed", "0", "--budget", "proxy", "--dataset", "digits",
                         "--workers", "0", "--output", str(output)]  # fmt: skip
+
+
+def test_plan_wall_time_on_slurm_is_the_longest_run_split_into_jobs_of_the_time_limit():
+    import pandas as pd
+
+    from harness.campaign.plan import wall_time
+    from harness.campaign.spec import Campaign
+
+    slurm = Campaign.model_validate({**TINY, "executor": "slurm", "slurm": {"time": "1:00:00"}})
+    # 7,200 s at 3,510 s a job (the hour less submitit's 90 s warning): 3 jobs.
+    assert wall_time(slurm, pd.Series([7200.0, 3000.0])) == (
+        "2.0 h if the cluster runs all 2 jobs at once, 2.8 h one at a time; "
+        "the longest run needs 3 job(s) of the 60-minute limit"
+    )
+    assert wall_time(slurm, pd.Series([], dtype=float)) == "none: every run is done"
+    local = Campaign.model_validate(TINY)
+    assert wall_time(local, pd.Series([600.0, 1200.0])) == "30.0 min one run after another on this machine"

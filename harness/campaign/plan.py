@@ -107,6 +107,10 @@ def plan_frame(specs: list[RunSpec], states: list[RunState], estimates: dict) ->
 
 def wall_time(campaign: Campaign, seconds: pd.Series) -> str:
     """The campaign's wall time on its executor, from each remaining run's estimated time."""
+    if seconds.empty:
+        return "none: every run is done"
+    if seconds.isna().all():
+        return "unknown: no setting could be estimated"
     total = duration(seconds.sum())
     if campaign.executor == "local":
         return f"{total} one run after another on this machine"
