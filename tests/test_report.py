@@ -28,11 +28,19 @@ GOLDEN = Path(__file__).parent / "golden" / "report.md"
 
 def record(recipe, top1, reported=None, fidelity=(), dataset="digits", budget="proxy", seed=0, **extra):
     return {
-        "recipe": recipe, "model": "resnet50", "dataset": dataset, "budget": budget, "seed": seed,
-        "eval_top1": top1, "tolerance": 0.5, "fidelity": list(fidelity),
+        "recipe": recipe,
+        "model": "resnet50",
+        "dataset": dataset,
+        "budget": budget,
+        "seed": seed,
+        "eval_top1": top1,
+        "tolerance": 0.5,
+        "fidelity": list(fidelity),
         "reference": {"top1": reported, "source": f"paper of {recipe}", "unverified": False},
-        "train_img_per_s": 123.4, "wall_time_s": 125.0,
-        "_run_dir": f"{recipe}-{dataset}-{budget}-seed{seed}", **extra,
+        "train_img_per_s": 123.4,
+        "wall_time_s": 125.0,
+        "_run_dir": f"{recipe}-{dataset}-{budget}-seed{seed}",
+        **extra,
     }
 
 
@@ -158,10 +166,27 @@ def test_one_old_record_without_optional_keys_renders():
 def test_detail_shows_macro_metrics_per_class_means_early_stop_and_plots():
     plots = {"curves": "curves.png", "confusion": "confusion.png"}
     runs = [
-        record("rsb_a3", 90.0, eval_precision=80.0, eval_recall=70.0, eval_f1=60.0,
-               per_class_accuracy=[100.0, 50.0], plots=plots, stopped_early_at_epoch=None),
-        record("rsb_a3", 92.0, seed=1, eval_precision=82.0, eval_recall=72.0, eval_f1=62.0,
-               per_class_accuracy=[90.0, 60.0], plots=plots, stopped_early_at_epoch=12),
+        record(
+            "rsb_a3",
+            90.0,
+            eval_precision=80.0,
+            eval_recall=70.0,
+            eval_f1=60.0,
+            per_class_accuracy=[100.0, 50.0],
+            plots=plots,
+            stopped_early_at_epoch=None,
+        ),
+        record(
+            "rsb_a3",
+            92.0,
+            seed=1,
+            eval_precision=82.0,
+            eval_recall=72.0,
+            eval_f1=62.0,
+            per_class_accuracy=[90.0, 60.0],
+            plots=plots,
+            stopped_early_at_epoch=12,
+        ),
     ]
     text = render_markdown(runs)
     assert "#### rsb_a3 · resnet50 · digits · proxy (2 runs)" in text
@@ -181,8 +206,14 @@ def test_many_classes_show_only_the_weakest():
 
 
 def test_detail_says_where_the_runs_trained():
-    where = {"device": "cpu", "world_size": 2, "cpu_threads_per_process": 1, "data_path": "memory",
-             "mixed_precision": "no", "per_class_accuracy": [90.0, 80.0]}
+    where = {
+        "device": "cpu",
+        "world_size": 2,
+        "cpu_threads_per_process": 1,
+        "data_path": "memory",
+        "mixed_precision": "no",
+        "per_class_accuracy": [90.0, 80.0],
+    }
     text = render_markdown([record("cnn_fmnist", 85.0, **where)])
     assert "Trained on: cpu x 2 process(es), 1 CPU threads each, memory data path, mixed precision no." in text
 
@@ -228,8 +259,18 @@ def test_csv_and_json_parse_back_to_the_same_numbers(tmp_path, capsys, fmt):
         number = lambda v: v  # noqa: E731
     assert len(rows) == len(expected) == 3
     for row, (_, want) in zip(rows, expected.iterrows(), strict=True):
-        for column in ("n", "mean", "std", "reported", "delta", "tolerance", "baseline_gain", "img_per_s",
-                       "wall_time_s", "source_no"):
+        for column in (
+            "n",
+            "mean",
+            "std",
+            "reported",
+            "delta",
+            "tolerance",
+            "baseline_gain",
+            "img_per_s",
+            "wall_time_s",
+            "source_no",
+        ):
             got = number(row[column])
             assert (got is None and pd.isna(want[column])) or got == want[column], column
         assert (row["recipe"], row["verdict"], row["fidelity"]) == (want["recipe"], want["verdict"], want["fidelity"])
@@ -253,7 +294,11 @@ def test_markdown_out_and_readme_link_plots_from_where_they_are_written(tmp_path
     assert "\n| recipe " in text
     assert text.endswith("<!-- results:end -->\noutro\n")
     assert "old table" not in text
-    assert "![curves](benchmarks/results/rsb_a3-digits-proxy-seed0/curves.png)" in text
+    # The README keeps the chart, the table and a link; the detail, with its plots, is in the results folder.
+    assert "[benchmarks/results/README.md](benchmarks/results/README.md)" in text and "![curves]" not in text
+    detail = (runs / "README.md").read_text()
+    assert "![measured vs reported top-1](comparison.png)" in detail
+    assert "![curves](rsb_a3-digits-proxy-seed0/curves.png)" in detail and "\n| recipe " in detail
 
 
 @pytest.mark.parametrize(
@@ -293,12 +338,30 @@ def golden_records():
     digits = ["dataset: imagenet -> digits", "epochs: 100 -> 15"]
     imagenet = dict(dataset="imagenet", budget="full")
     return [
-        *[record("rsb_a3", top1, 78.1, digits, seed=i, eval_precision=96.0 + i, eval_recall=95.0, eval_f1=95.5 + i,
-                 stopped_early_at_epoch=12 if i == 1 else None, per_class_accuracy=[100.0, 95.5 - i, 88.25 + i],
-                 plots=plots)
-          for i, top1 in enumerate([96.94, 97.5, 96.3])],
-        *seeds("baseline", [90.25, 91.75], 76.13, ["dataset: imagenet -> digits"], plots=plots,
-               per_class_accuracy=[99.0, 90.0, 80.0]),
+        *[
+            record(
+                "rsb_a3",
+                top1,
+                78.1,
+                digits,
+                seed=i,
+                eval_precision=96.0 + i,
+                eval_recall=95.0,
+                eval_f1=95.5 + i,
+                stopped_early_at_epoch=12 if i == 1 else None,
+                per_class_accuracy=[100.0, 95.5 - i, 88.25 + i],
+                plots=plots,
+            )
+            for i, top1 in enumerate([96.94, 97.5, 96.3])
+        ],
+        *seeds(
+            "baseline",
+            [90.25, 91.75],
+            76.13,
+            ["dataset: imagenet -> digits"],
+            plots=plots,
+            per_class_accuracy=[99.0, 90.0, 80.0],
+        ),
         record("cosine", 93.0, plots={"curves": "curves.png"}),
         record("mixup_cutmix", 94.1, dataset="mnist"),
         *seeds("rsb_a1", [80.2, 80.9, 79.6], 80.4, **imagenet),
@@ -327,8 +390,11 @@ if __name__ == "__main__":
 def test_chart_groups_carry_each_groups_mean_spread_and_reported_number():
     from harness.report import chart_groups
 
-    records = [record("rsb_a3", 77.0, 78.1), record("rsb_a3", 79.0, 78.1, seed=1),
-               record("cosine", 80.0, fidelity=["epochs: 100 -> 2"])]
+    records = [
+        record("rsb_a3", 77.0, 78.1),
+        record("rsb_a3", 79.0, 78.1, seed=1),
+        record("cosine", 80.0, fidelity=["epochs: 100 -> 2"]),
+    ]
     groups = chart_groups(comparison_frame(records))
     by_label = {g["label"]: g for g in groups}
     a3 = by_label["rsb_a3 · resnet50 · digits · proxy (n=2)"]

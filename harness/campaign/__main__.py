@@ -1,0 +1,5 @@
+import sys
+
+from harness.campaign.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""`accelerate launch harness/run.py ...` for one run: on this machine, or on each node of a SLURM job.
+
+accelerate starts the training processes; this module only spells its command line, starts it with
+`harness.preemption.LAUNCHER_ENV` (torchrun passes SIGUSR1/SIGUSR2 on as it does SIGTERM, and waits for the
+checkpoint), and passes a stop signal on to the training processes themselves (the launcher's children), which
+checkpoint and exit with `harness.preemption.EXIT_PREEMPTED`. A launcher that dies of a signal first (SLURM signals
+every process of a job step; accelerate's one-process launcher forwards none) leaves its training processes
+checkpointing: they are waited for too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.preemption import LAUNCHER_ENV
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_PY = REPO_ROOT / "harness" / "run.py"
+# Ports for a multi-node rendezvous, derived from the job id so that jobs sharing a node do not collide.
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
+def accelerate_executable() -> list[str]:
+    """The `accelerate` command of this interpreter's environment."""
+    script = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    return [script, "launch"] if script else [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_command(
+    argv: list[str],
+    processes: int,
+    nodes: int = 1,
+    machine_rank: int = 0,
+    main_address: str | None = None,
+    port: int | None = None,
+    cuda: bool = False,
+) -> list[str]:
+    """`accelerate launch` of harness/run.py with `processes` in all over `nodes` machines.
+
+    Several processes take --multi_gpu (DDP; gloo on a machine without CUDA); one process without CUDA takes --cpu.
+    The run decides its own mixed precision, so the launcher's is left at no."""
+    placement = ["--multi_gpu"] if processes > 1 else ([] if cuda else ["--cpu"])
+    command = [*accelerate_executable(), *placement, "--num_processes", str(processes)]
+    command += ["--num_machines", str(nodes), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if nodes > 1:
+        command += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_address)]
+    if port is not None:
+        command += ["--main_process_port", str(port)]
+    return [*command, str(RUN_PY), *argv]
+
+
+def node_command(argv: list[str], processes: int, job_env) -> list[str]:
+    """The command of this node of a submitit job: machine rank, node count and main node from SLURM's environment
+    (submitit's JobEnvironment parses SLURM_JOB_NODELIST, as `scontrol show hostnames` does)."""
+    nodes = job_env.num_nodes
+    if nodes == 1:
+        return accelerate_command(argv, processes, port=free_port(), cuda=has_cuda())
+    port = PORT_BASE + int(job_env.raw_job_id) % PORT_SPAN
+    return accelerate_command(argv, processes, nodes, job_env.node, job_env.hostnames[0], port, cuda=has_cuda())
+
+
+def start(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
+    """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly."""
+    environment = {**os.environ, **LAUNCHER_ENV, "PYTHONUNBUFFERED": "1", **env}
+    return subprocess.Popen(
+        command, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None, start_new_session=True
+    )
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (state, parent, ..., start time), or None for a process gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(entry.name))
+        if fields is not None and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+class Workers:
+    """The training processes of a launcher, remembered by pid and start time so that they can be signalled and
+    waited for after the launcher is gone (a reused pid is not mistaken for one of them)."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, str] = {}
+
+    def refresh(self, launcher: subprocess.Popen) -> None:
+        for pid in children(launcher.pid):
+            fields = _stat(pid)
+            if fields is not None:
+                self.known.setdefault(pid, fields[19])
+
+    def alive(self) -> list[int]:
+        running = []
+        for pid, started in self.known.items():
+            fields = _stat(pid)
+            if fields is not None and fields[19] == started and fields[0] != "Z":
+                running.append(pid)
+        return running
+
+    def signal(self, signum: int) -> list[int]:
+        """Send `signum` to the training processes still running; the pids signalled."""
+        signalled = []
+        for pid in self.alive():
+            try:
+                os.kill(pid, signum)
+                signalled.append(pid)
+            except ProcessLookupError:
+                pass
+        return signalled
+
+    def wait_gone(self, interval: float = 0.5) -> None:
+        while self.alive():
+            time.sleep(interval)
+
+
+class StopRequests:
+    """Stop signals this process receives while a run trains, passed on to the run's training processes.
+
+    The handler only records a signal; `wait` delivers it from the main loop, once the training processes exist
+    (a signal that arrives while the launcher is still starting is not lost). SIGINT is passed on as SIGTERM.
+    """
+
+    def __init__(self, signals: tuple[int, ...]):
+        self.received: list[int] = []
+        self.delivered = False
+        self.workers = Workers()
+        self._previous = {signum: signal.signal(signum, self._record) for signum in signals}
+
+    def _record(self, signum: int, _frame) -> None:
+        self.received.append(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def wait(self, launcher: subprocess.Popen, interval: float = 0.5) -> int:
+        """The launcher's exit status, once its training processes have ended too; meanwhile the first stop signal
+        is passed on to them."""
+        while launcher.poll() is None:
+            self.workers.refresh(launcher)
+            if self.received and not self.delivered:
+                self.delivered = bool(self.workers.signal(self.received[0]))
+            time.sleep(interval)
+        self.workers.wait_gone(interval)
+        return launcher.returncode
