@@ -57,7 +57,8 @@ class SignalFlag:
 
 @contextmanager
 def stop_signals() -> Iterator[SignalFlag]:
-    """Catch the stop signals for the duration of a run, then restore the handlers there were before."""
+    """Catch the stop signals for the duration of a run, then restore the handlers there were before (or, after a
+    stop signal under a launcher, ignore them until the process exits)."""
     flag = SignalFlag()
     if threading.current_thread() is not threading.main_thread():  # Python installs handlers only there
         yield flag
@@ -67,8 +68,11 @@ def stop_signals() -> Iterator[SignalFlag]:
     try:
         yield flag
     finally:
+        # After a stop the process is on its way out: a launcher's SIGTERM to a rank that has not exited yet
+        # (torchrun ends the others when the first exits) must not turn its status 3 into death by signal.
+        stopping_under_launcher = bool(flag.signum) and _parent_is_launcher()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if stopping_under_launcher else handler)
 
 
 def _stop_when_the_launcher_dies() -> None:

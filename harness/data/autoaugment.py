@@ -430,8 +430,6 @@ def unsupported_on_device(recipe: Recipe) -> str | None:
         return f"PIL's affine transform has no {ops[0].kwargs['resample']!r} filter"
     if isinstance(policy, AutoAugment) and len({len(sub) for sub in policy.policy}) > 1:
         return f"aa={recipe.aa!r} has sub-policies of different lengths"
-    if isinstance(policy, RandAugment) and policy.choice_weights is not None and policy.num_layers > len(ops):
-        return f"aa={recipe.aa!r} draws {policy.num_layers} of {len(ops)} weighted ops without replacement"
     return None
 
 
