@@ -51,7 +51,7 @@ class SignalFlag:
     def __init__(self) -> None:
         self.signum = 0
 
-    def record(self, signum: int, _frame) -> None:
+    def record(self, signum: int, _frame=None) -> None:
         self.signum = self.signum or signum
 
 
@@ -119,7 +119,7 @@ class StopAgreement:
         agreed = self._collect()
         if not agreed:
             self._start_exchange()
-        return agreed
+        return self._agree(agreed)
 
     def at_epoch_end(self) -> int:
         """After an epoch's checkpoint: the same question answered at once, so a signal that came during the
@@ -127,15 +127,22 @@ class StopAgreement:
         if self._group is None:
             return self.flag.signum
         agreed = self._collect()
-        if agreed:
-            return agreed
-        self._start_exchange()
-        return self._collect()
+        if not agreed:
+            self._start_exchange()
+            agreed = self._collect()
+        return self._agree(agreed)
 
     def close(self) -> None:
         """Wait for the exchange still in flight (every process started it) before the run ends."""
         if self._group is not None:
             self._collect()
+
+    def _agree(self, agreed: int) -> int:
+        # A process that stops on another's signal is stopping too: its flag says so, and `stop_signals` then
+        # keeps the launcher's SIGTERM (sent when the first rank exits) from killing it on its way out.
+        if agreed:
+            self.flag.record(agreed)
+        return agreed
 
     def _start_exchange(self) -> None:
         sent = torch.tensor([self.flag.signum], dtype=torch.int32)

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
-from harness import engine
+from harness import engine, preemption
 from harness.attempts import read_attempts, run_status
 from harness.checkpoint import PROGRESS, complete_checkpoints
-from harness.preemption import EXIT_PREEMPTED, LAUNCHER_ENV
+from harness.preemption import EXIT_PREEMPTED, LAUNCHER_ENV, SignalFlag, StopAgreement, stop_signals
 from harness.run import main
 from tests.conftest import ROOT, run_cli
 
@@ -196,3 +197,36 @@ def test_sigterm_to_the_launcher_reaches_both_processes_and_the_run_resumes_on_o
     assert [a["processes"] for a in record["attempts"]] == [2, 1]
     assert record["attempts"][1]["resumed_at_update"] == stopped_at and record["epochs_run"] == 3
     assert "cpu x 1 process(es) (attempts on 2 then 1 processes)" in (run / "report.md").read_text()
+
+
+class _Finished:
+    def wait(self) -> None:
+        pass
+
+
+def test_a_rank_stopping_on_another_ranks_signal_ignores_the_launchers_sigterm_on_its_way_out(monkeypatch):
+    """torchrun sends SIGTERM to the ranks still running when the first exits; a rank that stopped because
+    another rank was signalled must leave with status 3 all the same, not die by that SIGTERM."""
+    monkeypatch.setattr(preemption, "_parent_is_launcher", lambda: True)
+    monkeypatch.setattr(preemption, "_stop_when_the_launcher_dies", lambda: None)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with stop_signals() as flag:
+            agreement = StopAgreement(flag, num_processes=1)
+            agreement._group = object()  # as with several processes: the answer comes from the exchange
+            agreement._pending = (_Finished(), torch.tensor([int(signal.SIGUSR1)], dtype=torch.int32))
+            assert flag.signum == 0  # this process was not signalled
+            assert agreement.at_update() == signal.SIGUSR1
+            assert flag.signum == signal.SIGUSR1
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_run_that_was_not_stopped_gets_its_handlers_back(monkeypatch):
+    monkeypatch.setattr(preemption, "_parent_is_launcher", lambda: True)
+    monkeypatch.setattr(preemption, "_stop_when_the_launcher_dies", lambda: None)
+    before = {sig: signal.getsignal(sig) for sig in preemption.STOP_SIGNALS}
+    with stop_signals() as flag:
+        assert isinstance(flag, SignalFlag) and signal.getsignal(signal.SIGUSR2) == flag.record
+    assert {sig: signal.getsignal(sig) for sig in preemption.STOP_SIGNALS} == before
