@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,15 @@ SETTINGS = {  # label: the options after --recipe rsb_a3 --budget proxy
 PATHS = {"memory": ["--loader", "memory"], "workers": ["--loader", "workers", "--augment-on", "workers"]}
 
 
+def finished(label: str, path: str, seed: int, output: Path) -> bool:
+    """A complete run of this pair is already recorded here (a campaign stopped half-way goes on where it was)."""
+    summaries = (output / label / path).glob("*/summary.json")
+    return any(json.loads(s.read_text())["seed"] == seed for s in summaries)
+
+
 def run(label: str, path: str, seed: int, output: Path) -> None:
+    """One run; its checkpoints are dropped afterwards (the record is the run directory's JSON, CSV and plots)."""
+    before = set((output / label / path).glob("*"))
     command = [
         sys.executable,
         str(ROOT / "harness" / "run.py"),
@@ -48,6 +57,8 @@ def run(label: str, path: str, seed: int, output: Path) -> None:
     ]
     print("+ " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    for run_dir in set((output / label / path).glob("*")) - before:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def records(folder: Path) -> pd.DataFrame:
@@ -105,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         for label in args.only or SETTINGS:
             for seed in map(int, args.seeds.split(",")):
                 for path in PATHS:
-                    run(label, path, seed, args.output)
+                    if not finished(label, path, seed, args.output):
+                        run(label, path, seed, args.output)
     table = render(folder)
     print(table)
     if args.readme:
