@@ -18,6 +18,7 @@ import pytest
 
 from harness.checkpoint import PROGRESS, complete_checkpoints
 from harness.data import catalog
+from harness.data.catalog import DataError
 from harness.run import main
 from tests.conftest import ROOT, only_summary
 from tests.sources_data import (
@@ -145,6 +146,45 @@ def test_the_same_images_evaluate_alike_from_every_layout(one_process, store):
     assert one_process["hub"]["_run_dir"].startswith("cnn_fmnist-eval-hfds--toy--shapes-smoke-seed0-")
     assert folder["class_names"] == one_process["hfds"]["class_names"] == one_process["imagenet"]["class_names"]
     assert folder["class_names"] == list(CLASSES) and one_process["wds"]["class_names"] == ["0", "1", "2"]
+
+
+def split_folders(store: Store, root: Path) -> Path:
+    """The shards again as `train/000000.tar`, `val/000000.tar`: split by folder, not by name."""
+    for shard in sorted(store.shards.glob("*.tar")):
+        split = "train" if "-train-" in shard.name else "val"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shard, root / split / f"{len(list((root / split).iterdir())):06d}.tar")
+    return root
+
+
+def test_shards_in_split_folders_or_with_timms_other_info_names_evaluate_alike(one_process, store, weights, tmp_path):
+    import yaml
+
+    from harness.data.layouts import find_layout
+
+    by_folder = split_folders(store, tmp_path / "by-folder")
+    layout = find_layout("wds", by_folder)
+    assert (layout.train, layout.eval, layout.eval_split) == (
+        ("train/000000.tar", "train/000001.tar"),
+        ("val/000000.tar",),
+        "validation",
+    )
+    with_yaml = shutil.copytree(store.shards_info, tmp_path / "yaml")
+    info = json.loads((with_yaml / "_info.json").read_text())
+    (with_yaml / "_info.json").unlink()
+    info["class_names"] = ["a", "b", "c"]
+    (with_yaml / "info.yaml").write_text(yaml.safe_dump(info))
+    assert find_layout("wds", with_yaml).info["class_names"] == ["a", "b", "c"]
+    for data_dir in (by_folder, with_yaml):
+        out = tmp_path / f"eval-{data_dir.name}"
+        args = [*SMOKE, "--dataset", "wds", "--data-dir", str(data_dir), "--eval-only", "--pretrained-file"]
+        assert main([*args, str(weights), "--output", str(out)]) == 0
+        summary = only_summary(out)
+        for key in EVAL_KEYS:
+            assert summary[key] == one_process["folder"][key], (data_dir.name, key)
+    (with_yaml / "info.yaml").write_text("splits: [unclosed\n")
+    with pytest.raises(DataError, match=r"info.yaml is not valid YAML"):
+        find_layout("wds", with_yaml)
 
 
 def test_the_record_names_the_source_and_its_files(one_process, store):

@@ -36,7 +36,10 @@ _PARQUET = (
     "pass --data-dir DIR holding a hub dataset's parquet files (DIR or DIR/data: train-*.parquet, "
     "validation-*.parquet), or --dataset hfds/ORG/NAME for one in the Hugging Face cache"
 )
-_SHARDS = "pass --data-dir DIR holding WebDataset shards (*-train-NNNN.tar, *-validation-NNNN.tar)"
+_SHARDS = (
+    "pass --data-dir DIR holding WebDataset shards (*-train-NNNN.tar, *-validation-NNNN.tar, or train/*.tar, "
+    "validation/*.tar)"
+)
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info

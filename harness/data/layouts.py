@@ -3,7 +3,8 @@
 Three layouts, told apart by their files: class folders (`train/CLASS/*.jpg`, `val/CLASS/*.jpg`, torchvision's
 ImageFolder), parquet files as the Hugging Face hub keeps them (`data/train-00000-of-00294.parquet`, split by file
 name the way the `datasets` library splits a folder), and WebDataset tar shards as timm names them
-(`imagenet1k-train-0000.tar`, `imagenet1k-validation-00.tar`, with `_info.json`). A `hfds/ORG/NAME` dataset is the
+(`imagenet1k-train-0000.tar`, `imagenet1k-validation-00.tar`, with `_info.json`; or `train/0000.tar` in a folder
+named by its split). A `hfds/ORG/NAME` dataset is the
 snapshot of that hub repository in the local Hugging Face cache, read offline in whichever of the last two layouts
 it holds.
 """
@@ -16,13 +17,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from harness.data.catalog import DataError, dataset_info, hub_repo
 
 EXTRAS = {"datasets": "hf", "huggingface_hub": "hf", "pyarrow": "hf", "webdataset": "wds"}
 # The split a shard belongs to, from its name: `NAME-train-0000.tar`, `NAME-validation-00.tar`, `val-3.tar`.
 _SHARD_SPLIT = re.compile(r"(?:^|[-_.])(train|validation|val|test)[-_.]\d+\.tar$")
 _SPLIT_NAMES = {"val": "validation"}
-INFO_FILE = "_info.json"  # timm's WebDataset layout: split sizes and shard lists (reader_wds.py)
+# timm's WebDataset layout: split sizes and shard lists, under the names its reader_wds.py tries (json first).
+INFO_FILES = ("_info.json", "info.json", "_info.yaml", "info.yaml")
 # A URL or webdataset's `pipe:` command (a Path keeps one slash of "s3://", so one is enough to tell).
 _REMOTE = re.compile(r"^(pipe:|[A-Za-z][A-Za-z0-9+.-]*:/)")
 
@@ -39,6 +43,7 @@ class Layout:
     eval_split: str
     hub: str | None = None  # ORG/NAME when read from the hub cache
     info: dict = field(default_factory=dict, compare=False)  # _info.json of a WebDataset layout, if any
+    info_file: str = INFO_FILES[0]  # the name it was read from
 
 
 def require(module: str, what: str):
@@ -63,7 +68,7 @@ def detect_format(root: Path) -> str:
     """The format of the files in `root`: `wds` for tar shards, `parquet` for parquet files there or one folder
     down (data/), else `folder`. Only two levels are listed, so a tree of a million class-folder images is never
     walked."""
-    if any(root.glob("*.tar")):
+    if any(root.glob("*.tar")) or any(root.glob("*/*.tar")):
         return "wds"
     if any(root.glob("*.parquet")) or any(root.glob("*/*.parquet")):
         return "parquet"
@@ -150,34 +155,48 @@ def parquet_layout(root: Path, repo: str | None = None) -> Layout:
 
 
 def shard_layout(root: Path, repo: str | None = None) -> Layout:
-    """Tar shards listed by `_info.json` (timm's layout) when present, else found by name (`*-train-NNNN.tar`)."""
-    info = _read_info(root)
+    """Tar shards listed by timm's `_info.json` when present, else found by name (`*-train-NNNN.tar`) or by the
+    split folder they are in (`train/*.tar`, `validation/*.tar`, `val/*.tar`), in the root or one folder down."""
+    info_file, info = _read_info(root)
     if info:
         found = {_SPLIT_NAMES.get(s, s): list(v.get("filenames", [])) for s, v in info.get("splits", {}).items()}
         missing = [f for files in found.values() for f in files if not (root / f).is_file()]
         if missing:
-            raise DataError(f"{root / INFO_FILE} lists {missing[0]}, which is not in {root}")
+            raise DataError(f"{root / info_file} lists {missing[0]}, which is not in {root}")
     else:
         found = {}
-        for path in sorted(root.glob("*.tar")):
-            match = _SHARD_SPLIT.search(path.name)
-            if match:
-                found.setdefault(_SPLIT_NAMES.get(match[1], match[1]), []).append(path.name)
+        for path in sorted(root.glob("*.tar")) + sorted(root.glob("*/*.tar")):
+            split = _shard_split(path.relative_to(root))
+            if split:
+                found.setdefault(split, []).append(path.relative_to(root).as_posix())
     split, eval_files = _eval_split(found, root, "shards")
-    return Layout("wds", root, tuple(found["train"]), tuple(eval_files), split, repo, info)
+    return Layout("wds", root, tuple(found["train"]), tuple(eval_files), split, repo, info, info_file)
 
 
-def _read_info(root: Path) -> dict:
-    path = root / INFO_FILE
-    if not path.is_file():
-        return {}
+def _shard_split(relative: Path) -> str | None:
+    """A shard's split from its name, else from the folder it is in."""
+    match = _SHARD_SPLIT.search(relative.name)
+    if match:
+        split = match[1]
+    elif len(relative.parts) == 2 and relative.parts[0] in ("train", "validation", "val", "test"):
+        split = relative.parts[0]
+    else:
+        return None
+    return _SPLIT_NAMES.get(split, split)
+
+
+def _read_info(root: Path) -> tuple[str, dict]:
+    """(file name, contents) of the first of INFO_FILES in `root`; (INFO_FILES[0], {}) without one."""
+    path = next((root / name for name in INFO_FILES if (root / name).is_file()), None)
+    if path is None:
+        return INFO_FILES[0], {}
     try:
-        info = json.loads(path.read_text())
-    except ValueError as e:
-        raise DataError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(info.get("splits"), dict):
+        info = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (ValueError, yaml.YAMLError) as e:
+        raise DataError(f"{path} is not valid {path.suffix[1:].upper()} ({str(e).splitlines()[0]})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
         raise DataError(f"{path} has no 'splits' mapping; expected timm's layout: splits.train.filenames, ...")
-    return info
+    return path.name, info
 
 
 def files_record(files: tuple[str, ...], shown: int = 8) -> list[str] | dict:

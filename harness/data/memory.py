@@ -162,8 +162,9 @@ class BatchAugment:
             images = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
         boxes = crop_boxes(n, height, width, self.scale, self.ratio, generator, device)
         flip = torch.rand(n, generator=generator, device=device) < self.hflip
-        grid = F.affine_grid(crop_theta(boxes, flip, height, width), [n, channels, self.size, self.size],
-                             align_corners=False)
+        grid = F.affine_grid(
+            crop_theta(boxes, flip, height, width), [n, channels, self.size, self.size], align_corners=False
+        )
         # Edge pixels repeat beyond the border, as in PIL's resize.
         images = F.grid_sample(images, grid, mode=self.mode, padding_mode="border", align_corners=False).clamp(0, 1)
         if self.policy is not None:
@@ -200,8 +201,18 @@ class MemoryLoader:
     partial batch. Evaluation pads each process to the same number of batches with label -1, which the
     evaluation drops after gathering, so every image is counted exactly once on any number of processes."""
 
-    def __init__(self, images, labels, batch_size: int, transform, train: bool, seed: int, rank: int = 0,
-                 world: int = 1, repeats: int = 0):
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size: int,
+        transform,
+        train: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        repeats: int = 0,
+    ):
         self.images, self.labels = images, labels
         self.batch_size, self.transform, self.train = batch_size, transform, train
         self.seed, self.rank, self.world = seed, rank, world
@@ -252,8 +263,17 @@ class MemoryLoader:
         return self.batches(n)
 
 
-def memory_loaders(recipe: Recipe, train_set: Dataset, eval_set: Dataset, per_device: int, seed: int,
-                   device: torch.device, rank: int, world: int, policy=None) -> tuple[MemoryLoader, MemoryLoader]:
+def memory_loaders(
+    recipe: Recipe,
+    train_set: Dataset,
+    eval_set: Dataset,
+    per_device: int,
+    seed: int,
+    device: torch.device,
+    rank: int,
+    world: int,
+    policy=None,
+) -> tuple[MemoryLoader, MemoryLoader]:
     """Train and eval loaders over the two splits, copied once to `device`; `policy` is the recipe's augmentation
     policy on the device."""
     train_images, train_labels = (t.to(device) for t in split_tensors(train_set))
@@ -264,8 +284,9 @@ def memory_loaders(recipe: Recipe, train_set: Dataset, eval_set: Dataset, per_de
     return train, memory_eval_loader(recipe, eval_set, per_device, seed, device, rank, world)
 
 
-def memory_eval_loader(recipe: Recipe, eval_set: Dataset, per_device: int, seed: int, device: torch.device,
-                       rank: int, world: int) -> MemoryLoader:
+def memory_eval_loader(
+    recipe: Recipe, eval_set: Dataset, per_device: int, seed: int, device: torch.device, rank: int, world: int
+) -> MemoryLoader:
     """The eval loader alone (what an evaluation of saved weights needs), the split copied once to `device`."""
     images, labels = (t.to(device) for t in split_tensors(eval_set))
     return MemoryLoader(images, labels, per_device, BatchEvalTransform(recipe, device), False, seed, rank, world)

@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.data import catalog
 from harness.data.catalog import DataError
-from harness.data.layouts import INFO_FILE, Layout, require
+from harness.data.layouts import Layout, require
 from harness.data.readers.encoded import EncodedImages
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # the first a sample holds is its image (timm: "jpg;png;webp")
@@ -112,7 +112,7 @@ def split_index(layout: Layout, files: tuple[str, ...]) -> dict[str, np.ndarray]
     for i, name in enumerate(files):
         if name in lengths and lengths[name] != len(indexes[i]["keys"]):
             raise DataError(
-                f"{layout.root / name} holds {len(indexes[i]['keys'])} samples; {INFO_FILE} says {lengths[name]}"
+                f"{layout.root / name} holds {len(indexes[i]['keys'])} samples; {layout.info_file} says {lengths[name]}"
             )
     parts = [indexes[i] for i in range(len(files))]
     return {
@@ -145,7 +145,7 @@ def shard_classes(layout: Layout, train: np.ndarray, evaluated: np.ndarray) -> l
         if len(bad):
             raise DataError(
                 f"{layout.root}: {split} sample {int(bad[0])} has class {int(labels[bad[0]])}, outside the "
-                f"{len(classes)} classes 0..{len(classes) - 1}" + (f" of {INFO_FILE}" if names else " of train")
+                f"{len(classes)} classes 0..{len(classes) - 1}" + (f" of {layout.info_file}" if names else " of train")
             )
     return classes
 
