@@ -23,7 +23,8 @@ from harness.data.catalog import DataError, dataset_info, hub_repo
 
 EXTRAS = {"datasets": "hf", "huggingface_hub": "hf", "pyarrow": "hf", "webdataset": "wds"}
 # The split a shard belongs to, from its name: `NAME-train-0000.tar`, `NAME-validation-00.tar`, `val-3.tar`.
-_SHARD_SPLIT = re.compile(r"(?:^|[-_.])(train|validation|val|test)[-_.]\d+\.tar$")
+_SHARD_SPLITS = ("train", "validation", "val", "test")
+_SHARD_SPLIT = re.compile(rf"(?:^|[-_.])({'|'.join(_SHARD_SPLITS)})[-_.]\d+\.tar$")
 _SPLIT_NAMES = {"val": "validation"}
 # timm's WebDataset layout: split sizes and shard lists, under the names its reader_wds.py tries (json first).
 INFO_FILES = ("_info.json", "info.json", "_info.yaml", "info.yaml")
@@ -178,7 +179,7 @@ def _shard_split(relative: Path) -> str | None:
     match = _SHARD_SPLIT.search(relative.name)
     if match:
         split = match[1]
-    elif len(relative.parts) == 2 and relative.parts[0] in ("train", "validation", "val", "test"):
+    elif len(relative.parts) == 2 and relative.parts[0] in _SHARD_SPLITS:
         split = relative.parts[0]
     else:
         return None
