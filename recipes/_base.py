@@ -128,6 +128,11 @@ class Recipe:
     min_lr: NonNegative = 0.0
     decay_epochs: Positive = 30
     decay_rate: Positive = 0.1
+    # timm's train.py flags: the LR changes at each epoch boundary unless sched_on_updates; cooldown_epochs at
+    # min_lr are trained after `epochs` (cosine, tanh, poly); warmup_prefix adds the warmup before `epochs`
+    sched_on_updates: bool = False
+    cooldown_epochs: Count = 0
+    warmup_prefix: bool = False
     # transfer learning: parameters frozen for the first `freeze_epochs` epochs ("backbone" = all but the
     # classifier, or comma-separated parameter-name prefixes); freeze_epochs >= epochs keeps them frozen
     freeze: str = ""
@@ -186,8 +191,10 @@ class Recipe:
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs and not self.warmup_prefix:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        if self.sched == "plateau" and self.sched_on_updates:
+            raise ValueError("sched=plateau steps on the eval metric once per epoch; set sched_on_updates=False")
         if self.freeze_epochs and not self.freeze:
             raise ValueError("freeze_epochs is set but freeze names nothing; set freeze=backbone or parameter prefixes")
         return self
