@@ -12,7 +12,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data.device import DeviceLoader, DeviceStage
-from harness.data.seeding import SeededSamples
+from harness.data.seeding import NumberedRepeats, SeededSamples
 from harness.data.unreadable import collate_readable
 from recipes import Recipe
 
@@ -44,12 +44,13 @@ def _sharded_train_loader(
     pin = accelerator.device.type == "cuda"
     dataset = SeededSamples(dataset, seed, accelerator.process_index)
     if recipe.aug_repeats > 0:
-        sampler = RepeatAugSampler(
+        repeats = RepeatAugSampler(
             dataset,
             num_replicas=accelerator.num_processes,
             rank=accelerator.process_index,
             num_repeats=recipe.aug_repeats,
         )
+        sampler = NumberedRepeats(repeats, len(dataset))
         loader = make_loader(dataset, batch, True, workers, seed, pin, sampler=sampler)
         # The sampler already shards; accelerate only moves the batches (it leaves them on the host unless asked).
         return prepare_data_loader(

@@ -11,18 +11,40 @@ drop path use, are left as they were around each sample.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 
 def sample_key(seed: int, epoch: int, rank: int, index: int) -> int:
-    """One 63-bit seed per (seed, epoch, rank, index); apart from batch_generator's keys by construction order."""
+    """One 63-bit seed per (seed, epoch, rank, index); `index` counts a sample's repeats past the dataset's length
+    (`NumberedRepeats`), so the copies of one image on one process draw differently too."""
     key = ((seed * 1_000_003 + epoch) * 1_000_033 + index) * 1_013 + rank
     return key % (2**63)
+
+
+class NumberedRepeats(Sampler):
+    """timm's RepeatAugSampler, each index numbered by its copy on this process: the k-th copy of index i is
+    i + k * len(dataset), which `SeededSamples` reads back as index i with a draw of its own."""
+
+    def __init__(self, sampler: Sampler, length: int):
+        self.sampler, self.length = sampler, length
+
+    def __iter__(self):
+        copies: collections.Counter = collections.Counter()
+        for index in self.sampler:
+            yield index + self.length * copies[index]
+            copies[index] += 1
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
 
 
 @contextlib.contextmanager
@@ -62,8 +84,9 @@ class SeededSamples(Dataset):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def __getitem__(self, index: int):
-        key = sample_key(self.seed, int(self._epoch), self.rank, index)
+    def __getitem__(self, numbered: int):
+        key = sample_key(self.seed, int(self._epoch), self.rank, numbered)
+        index = numbered % len(self.dataset)
         if get_worker_info() is not None:
             seed_sample(key)
             return self.dataset[index]
