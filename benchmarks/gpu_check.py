@@ -110,7 +110,7 @@ def harness_step(micro: int, size: int, compiled: bool):
         accelerator=accelerator,
         model=model,
         optimizer=optimizer,
-        scheduler=build_scheduler(recipe, optimizer, 1000),
+        scheduler=build_scheduler(recipe, optimizer, 1000)[0],
         train_loss=build_train_loss(recipe, True),
         train_loader=None,
         eval_loader=None,

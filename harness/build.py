@@ -80,28 +80,49 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     )
 
 
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_per_epoch: int):
-    """timm scheduler stepped once per optimizer update (`step_update`).
+def _timm_schedule(recipe: Recipe) -> dict:
+    """The schedule as create_scheduler_v2 arguments. "constant" is timm's step schedule with a decay rate of 1 (timm
+    releases without a "constant" schedule return None for it); "constant_exp" (constant LR, then multiplied by
+    decay_rate each epoch after the first decay_epochs, as in Keras' LearningRateScheduler example) is its multistep
+    schedule with a milestone at every later epoch (timm's multistep decays once t + 1 reaches a milestone, so
+    stepped per epoch the milestones sit one epoch later)."""
+    kwargs = {"sched": recipe.sched, "decay_epochs": recipe.decay_epochs, "decay_rate": recipe.decay_rate}
+    kwargs["decay_milestones"] = (recipe.decay_epochs,)
+    if recipe.sched == "constant":
+        kwargs.update(sched="step", decay_epochs=recipe.epochs, decay_rate=1.0)
+    elif recipe.sched == "constant_exp":
+        first = max(1, round(recipe.decay_epochs)) + (0 if recipe.sched_on_updates else 1)
+        kwargs.update(sched="multistep", decay_milestones=list(range(first, recipe.epochs + 1)))
+    return kwargs
 
-    "constant_exp" (constant LR, then multiplied by decay_rate each epoch after the first decay_epochs, as in
-    Keras' LearningRateScheduler example) is timm's multistep schedule with a milestone at every later epoch."""
-    sched, milestones = recipe.sched, None
-    if sched == "constant_exp":
-        sched, milestones = "multistep", list(range(max(1, round(recipe.decay_epochs)), recipe.epochs))
-    scheduler, _ = create_scheduler_v2(
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> tuple[object, int]:
+    """timm's scheduler as timm's train.py builds it, and the epochs it spans (the recipe's epochs, plus the cooldown
+    of a cycle schedule, plus the warmup with warmup_prefix). Driven as train.py drives it (`harness.engine`):
+    `step_update` after every optimizer update and `step(epoch + 1, metric)` after each epoch; the LR changes at the
+    epoch boundary unless the recipe sets sched_on_updates, and the other call is a no-op."""
+    scheduler, num_epochs = create_scheduler_v2(
         optimizer,
-        sched=sched,
+        **_timm_schedule(recipe),
         num_epochs=recipe.epochs,
-        decay_epochs=recipe.decay_epochs,
-        decay_milestones=milestones or (recipe.decay_epochs,),
-        decay_rate=recipe.decay_rate,
         min_lr=recipe.min_lr,
         warmup_lr=recipe.warmup_lr,
         warmup_epochs=recipe.warmup_epochs,
-        step_on_epochs=False,
+        warmup_prefix=recipe.warmup_prefix,
+        cooldown_epochs=recipe.cooldown_epochs,
+        plateau_mode="max",  # train.py's default eval metric, top-1
+        step_on_epochs=not recipe.sched_on_updates,
         updates_per_epoch=updates_per_epoch,
     )
-    return scheduler
+    if scheduler is None:
+        raise ValueError(f"this timm ({timm.__version__}) builds no scheduler for sched={recipe.sched!r}")
+    return scheduler, int(num_epochs)
+
+
+def scheduled_epochs(recipe: Recipe) -> int:
+    """The epochs a run of the recipe trains: timm's own count for its schedule (see `build_scheduler`)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr)
+    return build_scheduler(recipe, optimizer, updates_per_epoch=1)[1]
 
 
 def frozen_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:

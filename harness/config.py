@@ -71,6 +71,8 @@ def apply_budget(recipe: Recipe, budget: str, info: DatasetInfo) -> Recipe:
     batch = PROXY_BATCH if budget == "proxy" else SMOKE_BATCH
     test_size = SMOKE_SIZE if budget == "smoke" else (info.proxy_size if info.native_size else None)
     changes: dict[str, Any] = {
+        # a shortened schedule changes the LR every update, so a one-epoch warmup ramps rather than waits
+        "sched_on_updates": True,
         "epochs": epochs,
         "batch_size": min(batch, recipe.batch_size),
         "warmup_epochs": min(_scaled_epochs(recipe.warmup_epochs, recipe.epochs, epochs), epochs - 1),
@@ -198,6 +200,25 @@ def rescale_lr(published: Recipe, resolved: Recipe, lr_overridden: bool) -> tupl
         "batch_size": resolved.batch_size,
     }
     return dataclasses.replace(resolved, lr=lr), record
+
+
+def step_differences(published: Recipe, model, split, train_loader) -> list[str]:
+    """How the run's steps differ from the publication's beyond the recipe's fields: BatchNorm's batch per device
+    (where the reference states the publication's) and micro-batches an epoch leaves untrained."""
+    import torch
+
+    lines = []
+    stated = published.reference.per_device_batch
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if stated and has_bn and split.micro_batch != stated:
+        lines.append(f"BatchNorm batch per device: {stated} -> {split.micro_batch}")
+    left = len(train_loader) % split.accum_steps
+    if left:
+        lines.append(
+            f"last {left} of each epoch's {len(train_loader)} micro-batches per process not trained (timm's train.py "
+            "trains them as one shorter update)"
+        )
+    return lines
 
 
 def fidelity(published: Recipe, resolved: Recipe, extra: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -47,6 +47,8 @@ class Trainer:
     eval_loader: object
     num_classes: int
     global_batch_size: int
+    # the epochs the schedule spans (harness.build.build_scheduler: epochs + cooldown, + warmup with warmup_prefix)
+    epochs: int = 1
     mixup: Callable | None = None
     clip_grad: float | None = None
     ema: ModelEmaV3 | None = None
@@ -153,11 +155,18 @@ def train_micro_step(t: Trainer, images: torch.Tensor, targets: torch.Tensor, ta
 
 
 def count_update(t: Trainer) -> None:
-    """An optimizer update happened: the schedule and the EMA move one update on."""
+    """An optimizer update happened: the schedule and the EMA move one update on. A schedule stepped per epoch
+    ignores `step_update`, as it does in timm's train.py, which makes the same call."""
     t.num_updates += 1
     t.scheduler.step_update(num_updates=t.num_updates)
     if t.ema is not None:
         t.ema.update(t.model, step=t.num_updates)
+
+
+def end_epoch_schedule(scheduler, epochs_done: int, eval_top1: float) -> None:
+    """After an epoch's evaluation, as train.py does: the LR of the next epoch (a no-op for a schedule stepped per
+    update), with top-1 as the metric a plateau schedule watches (train.py's default eval metric)."""
+    scheduler.step(epochs_done, eval_top1)
 
 
 def _epoch_batches(t: Trainer, epoch: int, start_update: int):
@@ -242,7 +251,8 @@ def train_one_epoch(t: Trainer, epoch: int, progress: Progress, start_step: int 
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return optimizer.param_groups[0]["lr"]
+    """The mean LR over the parameter groups, as timm's train.py writes it into summary.csv."""
+    return sum(g["lr"] for g in optimizer.param_groups) / len(optimizer.param_groups)
 
 
 def _metrics(num_classes: int, device: torch.device) -> MetricCollection:
@@ -319,7 +329,10 @@ def fit(
             train = train_one_epoch(
                 t, epoch, progress, start_step if resume_here else 0, carried_loss if resume_here else 0.0
             )
+            if t.accelerator.num_processes > 1:  # train.py's --dist-bn reduce: every process's running statistics
+                distribute_bn(t.model, t.accelerator.num_processes, reduce=True)
             last_eval = evaluate(t.accelerator, t.model, t.eval_loader, t.num_classes)
+            end_epoch_schedule(t.scheduler, epoch + 1, last_eval["eval_top1"])  # before the epoch's checkpoint
             row = {"epoch": epoch + 1, **train}
             row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
             if t.ema is not None:

@@ -149,7 +149,7 @@ def projection(run, t: Trainer, timing: dict, eval_img_per_s: float, eval_sample
     train_epoch_s = t.updates_per_epoch * timing["update_s"]
     eval_s = evaluations * math.ceil(eval_samples / run.world) / eval_img_per_s
     epoch_s = train_epoch_s + eval_s
-    total_s = epoch_s * run.recipe.epochs
+    total_s = epoch_s * t.epochs
     return {
         "img_per_s": run.batches.global_batch / timing["update_s"],
         "epoch_s": epoch_s,
@@ -158,7 +158,7 @@ def projection(run, t: Trainer, timing: dict, eval_img_per_s: float, eval_sample
         "train_epoch_s": train_epoch_s,
         "eval_s": eval_s,
         "updates_per_epoch": t.updates_per_epoch,
-        "epochs": run.recipe.epochs,
+        "epochs": t.epochs,
         "update_s": timing["update_s"],
         "data_wait_s": timing["data_wait_s"],
         "compute_s": timing["compute_s"],

@@ -27,8 +27,16 @@ __all__ = ["SeedCnnCifar10", "SeedCnnFmnist", "LeNet5", "MiniGoogLeNet", "GoogLe
 # Accepted for interface compatibility with timm models; none of the from-scratch models has drop-path or drop-block.
 _IGNORED_KWARGS = ("drop_path_rate", "drop_block_rate")
 # Data-pipeline fields resnet50_mlp_head copies from the pretrained cfg of its backbone.
-_DATA_CFG_KEYS = ("input_size", "test_input_size", "interpolation", "crop_pct", "test_crop_pct", "crop_mode", "mean",
-                  "std")
+_DATA_CFG_KEYS = (
+    "input_size",
+    "test_input_size",
+    "interpolation",
+    "crop_pct",
+    "test_crop_pct",
+    "crop_mode",
+    "mean",
+    "std",
+)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -59,7 +67,10 @@ default_cfgs = generate_default_cfgs(
             num_classes=1000, input_size=(3, 224, 224), crop_pct=0.875, first_conv="conv1.conv", classifier="fc"
         ),
         "resnet50_mlp_head": _cfg(
-            num_classes=1000, input_size=(3, 224, 224), crop_pct=0.95, interpolation="bicubic",
+            num_classes=1000,
+            input_size=(3, 224, 224),
+            crop_pct=0.95,
+            interpolation="bicubic",
             first_conv="backbone.conv1",
         ),
     }
@@ -331,7 +342,10 @@ class GoogLeNetTV(GoogLeNet):
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2) -> None:
         super().__init__(
-            num_classes=max(num_classes, 1), aux_logits=False, transform_input=False, init_weights=True,
+            num_classes=max(num_classes, 1),
+            aux_logits=False,
+            transform_input=False,
+            init_weights=True,
             dropout=drop_rate,
         )
         self.num_classes = num_classes
@@ -354,9 +368,24 @@ class GoogLeNetTV(GoogLeNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._transform_input(x)
-        for name in ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
-                     "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
-                     "inception5a", "inception5b"):
+        for name in (
+            "conv1",
+            "maxpool1",
+            "conv2",
+            "conv3",
+            "maxpool2",
+            "inception3a",
+            "inception3b",
+            "maxpool3",
+            "inception4a",
+            "inception4b",
+            "inception4c",
+            "inception4d",
+            "inception4e",
+            "maxpool4",
+            "inception5a",
+            "inception5b",
+        ):
             x = getattr(self, name)(x)
         return x
 

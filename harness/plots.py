@@ -86,8 +86,9 @@ def _confusion(confusion: list[list[int]], class_names: list[str] | None) -> Fig
         for j, count in enumerate(row):
             red, green, blue, _ = image.cmap(image.norm(count))
             luminance = 0.299 * red + 0.587 * green + 0.114 * blue
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="black" if luminance > 0.5 else "white")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="black" if luminance > 0.5 else "white"
+            )
     return figure
 
 
@@ -122,8 +123,9 @@ def _comparison(groups: list[dict]) -> Figure:
     ax.barh(rows, means, xerr=spread, capsize=3, color="tab:blue", alpha=0.8, label="measured mean ± std")
     reported = [(row, g["reported"]) for row, g in zip(rows, groups, strict=True) if not math.isnan(g["reported"])]
     if reported:
-        ax.scatter([v for _, v in reported], [r for r, _ in reported], marker="D", color="black", zorder=3,
-                   label="reported")
+        ax.scatter(
+            [v for _, v in reported], [r for r, _ in reported], marker="D", color="black", zorder=3, label="reported"
+        )
     ax.set_yticks(rows, [g["label"] for g in groups], fontsize=8)
     ax.set(xlabel="top-1 (%)", xlim=(0, 100), title="measured vs reported top-1")
     ax.grid(axis="x", alpha=0.3)

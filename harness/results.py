@@ -141,6 +141,7 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
     `run` is train.py's BuiltRun, `trainer` the engine's Trainer after fitting, `final` the last evaluation."""
     recipe, plan, args, history = run.recipe, run.plan, run.args, trainer.history
     speeds = [row["train_img_per_s"] for row in history]
+    best = max(history, key=lambda row: row["eval_top1"]) if history else None  # the first best, as timm's saver
     eval_keys = (
         "eval_top1",
         "eval_top5",
@@ -164,6 +165,10 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "train_top1": history[-1]["train_top1"] if history else None,
         "train_loss": history[-1]["train_loss"] if history else None,
         **{k: final[k] for k in eval_keys},
+        # eval_top1 is the last epoch's and the one compared with the publication; timm's train.py reports its best.
+        "compared_top1": "last epoch",
+        "best_eval_top1": best["eval_top1"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
         "class_names": run.class_names,
         "confusion_matrix": final["confusion_matrix"],
         "train_samples": run.train_samples,
@@ -189,6 +194,8 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "reference": dataclasses.asdict(plan.published.reference),
         "tolerance": plan.published.tolerance,
         "fidelity": run.differences,
+        # the published recipe's settings no primary source confirms (its notes that say UNVERIFIED)
+        "unverified_settings": [note for note in plan.published.notes if "UNVERIFIED" in note],
         "lr_rescale": plan.lr_rescale,
         "notices": plan.notices + run.notes,
         "resumed": plan.resume_dir is not None,

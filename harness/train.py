@@ -44,7 +44,7 @@ from harness.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from harness.config import ConfigError, budget_limits, fidelity
+from harness.config import ConfigError, budget_limits, fidelity, step_differences
 from harness.data import (
     UNREADABLE_LOG,
     DataError,
@@ -86,15 +86,20 @@ def _wants_cuda() -> bool:
 
 
 def make_accelerator(
-    amp: bool, freezes: bool = False, compile_model: bool = False, log_with: list[str] | None = None
+    amp: bool,
+    freezes: bool = False,
+    compile_model: bool = False,
+    log_with: list[str] | None = None,
+    amp_dtype: str = "float16",
 ) -> Accelerator:
-    """The recipe decides mixed precision: bf16 where the GPU has it, fp16 otherwise, none on CPU.
+    """The recipe decides mixed precision: its `amp_dtype` (bfloat16 falls back to float16 on a GPU without it),
+    none on CPU.
 
     A recipe that freezes parameters for a while needs DDP to tolerate parameters without gradients;
     `compile_model` has `prepare` wrap the model in torch.compile (inductor)."""
     precision = "no"
     if amp and _wants_cuda():
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        precision = "bf16" if amp_dtype == "bfloat16" and torch.cuda.is_bf16_supported() else "fp16"
     # cpu=True also lets several CPU processes form a gloo group (accelerate's MULTI_CPU).
     # A seedable sampler makes each epoch's order a function of (seed, epoch), so a resume repeats it.
     return Accelerator(
@@ -242,10 +247,17 @@ class BuiltRun:
 def start_accelerator(recipe, args: argparse.Namespace, log_with: list[str] | None = None) -> tuple[Accelerator, int]:
     """The Accelerator, this process's CPU threads and the seed: the first thing every run does."""
     accelerator = make_accelerator(
-        recipe.amp, freezes=bool(recipe.freeze), compile_model=args.compile, log_with=log_with
+        recipe.amp,
+        freezes=bool(recipe.freeze),
+        compile_model=args.compile,
+        log_with=log_with,
+        amp_dtype=recipe.amp_dtype,
     )
     cpu_threads = set_cpu_threads(accelerator, args.threads)
-    set_seed(args.seed)
+    if accelerator.device.type == "cuda":  # as timm's train.py sets them
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not getattr(args, "deterministic", False)
+    set_seed(args.seed, device_specific=True)  # seed + rank, as timm's train.py seeds each process
     return accelerator, cpu_threads
 
 
@@ -253,7 +265,10 @@ def resolve_for_processes(recipe, accelerator: Accelerator, micro_batch: int | N
     """The recipe as it runs on these processes, and the global batch split into micro-batches."""
     world = accelerator.num_processes
     split = split_batch(recipe.batch_size, world, micro_batch, even=mixes_pairs(recipe))
-    changes = {"amp": accelerator.mixed_precision != "no"}
+    precision = accelerator.mixed_precision
+    changes = {"amp": precision != "no"}
+    if precision in ("fp16", "bf16"):
+        changes["amp_dtype"] = "float16" if precision == "fp16" else "bfloat16"
     if world == 1 and recipe.aug_repeats:
         changes["aug_repeats"] = 0  # timm applies repeated augmentation only when distributed
     return dataclasses.replace(recipe, **changes), split
@@ -392,7 +407,9 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
         num_classes=splits.num_classes,
         class_names=splits.class_names,
         datasets=(splits.train_set, splits.eval_set),
-        differences=fidelity(plan.published, recipe, extra),
+        differences=fidelity(
+            plan.published, recipe, [*extra, *step_differences(plan.published, model, split, train_loader)]
+        ),
         notes=batchnorm_note(model, split) + worker_notes(recipe, route) + (policy.notes if policy else []),
         model=model,
         optimizer=optimizer,
@@ -408,11 +425,13 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
 def make_trainer(run: BuiltRun) -> Trainer:
     recipe, accelerator = run.recipe, run.accelerator
     mixup = build_mixup(recipe, run.num_classes)
+    scheduler, epochs = build_scheduler(recipe, run.optimizer, len(run.train_loader) // run.batches.accum_steps)
     return Trainer(
         accelerator=accelerator,
         model=run.model,
         optimizer=run.optimizer,
-        scheduler=build_scheduler(recipe, run.optimizer, len(run.train_loader) // run.batches.accum_steps),
+        scheduler=scheduler,
+        epochs=epochs,
         train_loss=build_train_loss(recipe, mixup is not None),
         train_loader=run.train_loader,
         eval_loader=run.eval_loader,
@@ -489,9 +508,7 @@ def fit_run(run: BuiltRun, trainer: Trainer, run_dir: Path, start: dict) -> dict
         readable_or_stop(run, run_dir)
 
     trainer.save_every, trainer.on_checkpoint = run.args.save_every, checkpoint
-    return fit(
-        trainer, run.recipe.epochs, on_epoch_end, start["epoch"], start["step_in_epoch"], start["epoch_loss_sum"]
-    )
+    return fit(trainer, trainer.epochs, on_epoch_end, start["epoch"], start["step_in_epoch"], start["epoch_loss_sum"])
 
 
 def readable_or_stop(run: BuiltRun, run_dir: Path) -> None:

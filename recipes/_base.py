@@ -70,6 +70,8 @@ class Reference:
     others: Annotated[tuple[tuple[str, float], ...], BeforeValidator(_tuples)] = ()
     unverified: bool = False
     note: str = ""
+    # the images each device's BatchNorm normalised over in the publication (its per-GPU batch), where stated
+    per_device_batch: Size | None = None
 
 
 def _reference(value: Any) -> Any:
@@ -140,8 +142,9 @@ class Recipe:
     # stop when eval loss has not improved by min_delta for `patience` epochs (0 = never)
     early_stop_patience: Count = 0
     early_stop_min_delta: NonNegative = 0.0
-    # precision and averaging
+    # precision and averaging; amp_dtype is timm's --amp-dtype (train.py's --amp trains float16 unless told)
     amp: bool = False
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
     model_ema: bool = False
     model_ema_decay: Rate = 0.9998
     # length of the shortened schedule used by `--budget proxy`

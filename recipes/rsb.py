@@ -10,6 +10,20 @@ _SCHED_NOTE = (
     "warmup start LR 1e-6 (about 1e-4 x peak) and final LR 1e-6 as in mmpretrain's "
     "imagenet_bs2048_rsb schedule; the paper states cosine with 5 warmup epochs"
 )
+# timm's train.py of October 2021 (commit ae1ff579, which added the RSB weights) defaulted --warmup-lr 1e-4,
+# --cooldown-epochs 10, --train-interpolation random and --dist-bn reduce, and stepped the LR once per epoch; the
+# paper states neither way for the first three, so the recipe keeps its values and says so.
+_TIMM_2021_NOTES = (
+    "warmup start LR 1e-6: timm's train.py of 2021 defaulted --warmup-lr 1e-4; the paper does not say; UNVERIFIED",
+    "no cooldown epochs (the paper's epoch count, as mmpretrain trains it): timm's train.py of 2021 defaulted "
+    "--cooldown-epochs 10, which trains 10 more epochs at min_lr; UNVERIFIED",
+    "training interpolation bicubic (as the test's): timm's train.py of 2021 defaulted --train-interpolation random "
+    "(bilinear or bicubic per image); the paper does not say; UNVERIFIED",
+    "LR changes once per epoch, as timm's train.py of 2021 stepped every schedule",
+    "per-device batch 256 (8 GPUs x 256, as mmpretrain's 8xb256 RSB configs); the paper quotes A1's cost on "
+    "4 V100, which would be 512 per GPU; UNVERIFIED",
+    "float16 mixed precision: timm's --amp of 2021 (native AMP) on V100s, which have no bfloat16",
+)
 
 RSB_A1 = register(
     Recipe(
@@ -21,6 +35,7 @@ RSB_A1 = register(
             top1=80.4,
             top5=94.598,
             note=f"top-5 is timm's measurement of the released weights. {_THRESH_NOTE}",
+            per_device_batch=256,
         ),
         model="resnet50",
         dataset="imagenet",
@@ -57,7 +72,10 @@ RSB_A1 = register(
         amp=True,
         model_ema=False,
         proxy_epochs=15,
-        notes=(_THRESH_NOTE, _SCHED_NOTE, "timm's Lamb clips the gradient norm at 1.0 internally"),
+        amp_dtype="float16",
+        sched_on_updates=False,
+        cooldown_epochs=0,
+        notes=(_THRESH_NOTE, _SCHED_NOTE, "timm's Lamb clips the gradient norm at 1.0 internally", *_TIMM_2021_NOTES),
     )
 )
 
@@ -72,6 +90,7 @@ RSB_A2 = register(
             top1=79.8,
             top5=94.560,
             note=f"top-5 is timm's measurement of the released weights. {_THRESH_NOTE}",
+            per_device_batch=256,
         ),
         epochs=300,
         weight_decay=0.02,
@@ -91,6 +110,7 @@ RSB_A3 = register(
             top1=78.1,
             top5=93.780,
             note=f"top-5 is timm's measurement of the released weights. {_THRESH_NOTE}",
+            per_device_batch=256,
         ),
         epochs=100,
         img_size=160,

@@ -292,45 +292,132 @@ def _frozen(model: str, epochs: int) -> dict:
     return {"model": model, "freeze": _FROZEN_CONV[model], "freeze_epochs": epochs}
 
 
-_seed4("vgg16_mnist_frozen", "Seed 004: ImageNet VGG-16, convolutional layers frozen, MNIST, 40 epochs", 97.91,
-       **_frozen("vgg16", 40))
-_seed4("resnet50_mnist_frozen", "Seed 004: ImageNet ResNet-50, convolutional layers frozen, MNIST, 40 epochs", 96.3,
-       **_frozen("resnet50", 40))
+_seed4(
+    "vgg16_mnist_frozen",
+    "Seed 004: ImageNet VGG-16, convolutional layers frozen, MNIST, 40 epochs",
+    97.91,
+    **_frozen("vgg16", 40),
+)
+_seed4(
+    "resnet50_mnist_frozen",
+    "Seed 004: ImageNet ResNet-50, convolutional layers frozen, MNIST, 40 epochs",
+    96.3,
+    **_frozen("resnet50", 40),
+)
 _seed4("vgg16_mnist_finetune", "Seed 004: ImageNet VGG-16, all layers trainable, MNIST", 99.36, model="vgg16")
-_seed4("resnet50_mnist_finetune", "Seed 004: ImageNet ResNet-50, all layers trainable, MNIST", 99.4,
-       model="resnet50", note="The report gives a training time of 1592 s for this model.")
-_seed4("googlenet_mnist_scratch", "Seed 004: GoogLeNet from scratch on MNIST", 99.26,
-       model="googlenet_tv", pretrained=False, drop_rate=0.2)
-_seed4("lenet_mnist", "Seed 004: LeNet-5 on MNIST", None, model="lenet5", pretrained=False,
-       note="The report's table image has a LeNet row whose value is not in its text: no verified published figure.")
+_seed4(
+    "resnet50_mnist_finetune",
+    "Seed 004: ImageNet ResNet-50, all layers trainable, MNIST",
+    99.4,
+    model="resnet50",
+    note="The report gives a training time of 1592 s for this model.",
+)
+_seed4(
+    "googlenet_mnist_scratch",
+    "Seed 004: GoogLeNet from scratch on MNIST",
+    99.26,
+    model="googlenet_tv",
+    pretrained=False,
+    drop_rate=0.2,
+)
+_seed4(
+    "lenet_mnist",
+    "Seed 004: LeNet-5 on MNIST",
+    None,
+    model="lenet5",
+    pretrained=False,
+    note="The report's table image has a LeNet row whose value is not in its text: no verified published figure.",
+)
 
 _SEED4_CIFAR = dataclasses.replace(
     _SEED4_MNIST,
     reference=Reference(source=f"{_SEED4}, CIFAR-10 results", dataset="cifar10"),
     dataset="cifar10",
 )
-_seed4("vgg16_cifar10_frozen", "Seed 004: ImageNet VGG-16, convolutional layers frozen, CIFAR-10", 75.33,
-       base=_SEED4_CIFAR, **_frozen("vgg16", 40))
-_seed4("resnet50_cifar10_frozen", "Seed 004: ImageNet ResNet-50, convolutional layers frozen, CIFAR-10", 64.66,
-       base=_SEED4_CIFAR, **_frozen("resnet50", 40))
+_seed4(
+    "vgg16_cifar10_frozen",
+    "Seed 004: ImageNet VGG-16, convolutional layers frozen, CIFAR-10",
+    75.33,
+    base=_SEED4_CIFAR,
+    **_frozen("vgg16", 40),
+)
+_seed4(
+    "resnet50_cifar10_frozen",
+    "Seed 004: ImageNet ResNet-50, convolutional layers frozen, CIFAR-10",
+    64.66,
+    base=_SEED4_CIFAR,
+    **_frozen("resnet50", 40),
+)
 
-_UPSAMPLED = {"img_size": 224, "test_img_size": 224, "interpolation": "nearest", "lr": 1e-4,
-              "notes": (_chosen("the upsampling factor or the 'very low constant LR'",
-                                "7x nearest upsampling to 224 px as in seed 003, SGD LR 1e-4 with momentum 0.9"),)}
-_seed4("vgg16_cifar10_upsample", "Seed 004: 'CIFAR-VGG16', trainable, upsampled input, low constant LR", 93.0,
-       base=_SEED4_CIFAR, model="vgg16", epochs=10, **_UPSAMPLED)
-_seed4("resnet50_cifar10_upsample", "Seed 004: 'CIFAR-ResNet-50', trainable, upsampled input, low constant LR, "
-       "3 epochs", 94.66, base=_SEED4_CIFAR, model="resnet50", epochs=3, proxy_epochs=3, **_UPSAMPLED)
+_UPSAMPLED = {
+    "img_size": 224,
+    "test_img_size": 224,
+    "interpolation": "nearest",
+    "lr": 1e-4,
+    "notes": (
+        _chosen(
+            "the upsampling factor or the 'very low constant LR'",
+            "7x nearest upsampling to 224 px as in seed 003, SGD LR 1e-4 with momentum 0.9",
+        ),
+    ),
+}
+_seed4(
+    "vgg16_cifar10_upsample",
+    "Seed 004: 'CIFAR-VGG16', trainable, upsampled input, low constant LR",
+    93.0,
+    base=_SEED4_CIFAR,
+    model="vgg16",
+    epochs=10,
+    **_UPSAMPLED,
+)
+_seed4(
+    "resnet50_cifar10_upsample",
+    "Seed 004: 'CIFAR-ResNet-50', trainable, upsampled input, low constant LR, 3 epochs",
+    94.66,
+    base=_SEED4_CIFAR,
+    model="resnet50",
+    epochs=3,
+    proxy_epochs=3,
+    **_UPSAMPLED,
+)
 
 # MiniGoogLeNet comes from Rosebrock's book, whose CIFAR-10 procedure is used for both GoogLeNet rows.
 _ROSEBROCK = {
-    "pretrained": False, "opt": "momentum", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "sched": "poly",
-    "decay_rate": 1.0, "epochs": 70, "proxy_epochs": 15, "scale": (0.8, 1.0), "hflip": 0.5,
-    "notes": (_chosen("the training procedure", "the CIFAR-10 procedure of Rosebrock's Deep Learning for Computer "
-                      "Vision with Python for MiniGoogLeNet (SGD 0.01, momentum 0.9, weight decay 5e-4, linear "
-                      "decay over 70 epochs, flips and small crops) UNVERIFIED for this report"),),
+    "pretrained": False,
+    "opt": "momentum",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "sched": "poly",
+    "decay_rate": 1.0,
+    "epochs": 70,
+    "proxy_epochs": 15,
+    "scale": (0.8, 1.0),
+    "hflip": 0.5,
+    "notes": (
+        _chosen(
+            "the training procedure",
+            "the CIFAR-10 procedure of Rosebrock's Deep Learning for Computer "
+            "Vision with Python for MiniGoogLeNet (SGD 0.01, momentum 0.9, weight decay 5e-4, linear "
+            "decay over 70 epochs, flips and small crops) UNVERIFIED for this report",
+        ),
+    ),
 }
-_seed4("googlenet_cifar10", "Seed 004: GoogLeNet from scratch on CIFAR-10", 81.15, base=_SEED4_CIFAR,
-       model="googlenet_tv", drop_rate=0.2, **_ROSEBROCK)
-_seed4("mini_googlenet_cifar10", "Seed 004: MiniGoogLeNet (batch norm, downsample module) on CIFAR-10", 90.04,
-       base=_SEED4_CIFAR, model="mini_googlenet", drop_rate=0.5, **_ROSEBROCK)
+_seed4(
+    "googlenet_cifar10",
+    "Seed 004: GoogLeNet from scratch on CIFAR-10",
+    81.15,
+    base=_SEED4_CIFAR,
+    model="googlenet_tv",
+    drop_rate=0.2,
+    **_ROSEBROCK,
+)
+_seed4(
+    "mini_googlenet_cifar10",
+    "Seed 004: MiniGoogLeNet (batch norm, downsample module) on CIFAR-10",
+    90.04,
+    base=_SEED4_CIFAR,
+    model="mini_googlenet",
+    drop_rate=0.5,
+    **_ROSEBROCK,
+)

@@ -93,7 +93,7 @@ def one_thread():
 def _trainer(images: int, log_every: int = 50, lr: float | None = None) -> Trainer:
     # In-memory augmentation on (crop, flip, rotation, colour jitter): the loader is on the step's path too.
     recipe = dataclasses.replace(get_recipe("lenet_mnist"), img_size=16, test_img_size=16, epochs=2,
-                                 warmup_epochs=1, warmup_lr=1e-4, sched="cosine", lr=lr or 0.01,
+                                 warmup_epochs=1, warmup_lr=1e-4, sched="cosine", lr=lr or 0.01, sched_on_updates=True,
                                  model_ema=True, model_ema_decay=0.9, scale=(0.5, 1.0), hflip=0.5, rotate=10.0,
                                  color_jitter=0.2)
     accelerator = Accelerator(cpu=True, gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -111,7 +111,7 @@ def _trainer(images: int, log_every: int = 50, lr: float | None = None) -> Train
 
     return Trainer(
         accelerator=accelerator, model=model, optimizer=optimizer,
-        scheduler=build_scheduler(recipe, optimizer, len(loader) // ACCUM),
+        scheduler=build_scheduler(recipe, optimizer, len(loader) // ACCUM)[0],
         train_loss=build_train_loss(recipe, False), train_loader=loader, eval_loader=eval_loader, num_classes=10,
         global_batch_size=MICRO * ACCUM, ema=ModelEmaV3(model, decay=0.9), accum_steps=ACCUM, log_every=log_every,
     )
@@ -128,8 +128,8 @@ def test_schedule_and_ema_count_optimizer_updates_not_micro_steps(monkeypatch, o
     assert t.num_updates == 10 and ema_steps == list(range(1, 11)) and len(optimizer_steps) == 10
     # warmup is one epoch = 10 updates: after 10 updates the schedule is at its peak, not 20 updates along
     reference = build_scheduler(dataclasses.replace(get_recipe("lenet_mnist"), epochs=2, warmup_epochs=1,
-                                                    warmup_lr=1e-4, sched="cosine", lr=0.01),
-                                torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01), 10)
+                                                    warmup_lr=1e-4, sched="cosine", lr=0.01, sched_on_updates=True),
+                                torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01), 10)[0]
     reference.step_update(num_updates=20)
     lr_after_20 = reference.optimizer.param_groups[0]["lr"]
     reference.step_update(num_updates=10)

@@ -371,6 +371,25 @@ def golden_records():
     ]
 
 
+def test_last_epoch_is_compared_and_the_best_epoch_shown_beside_it():
+    runs = [
+        record("rsb_a3", 77.0, 78.1, best_eval_top1=77.6),
+        record("rsb_a3", 78.0, 78.1, seed=1, best_eval_top1=78.4),
+    ]
+    row, shown = only_row(runs)
+    assert row["mean"] == pytest.approx(77.5) and row["delta"] == pytest.approx(-0.6)  # from the last epochs
+    assert shown["best epoch"] == "78.00"
+    assert "Measured top-1 is the last epoch's" in render_markdown(runs)
+
+
+def test_unverified_settings_of_a_recipe_are_listed_once():
+    flagged = ["no cooldown epochs; UNVERIFIED", "warmup start LR 1e-6; UNVERIFIED"]
+    runs = seeds("rsb_a3", [77.0, 78.0], 78.1, unverified_settings=flagged) + [record("baseline", 70.0)]
+    text = render_markdown(runs)
+    assert text.count("- rsb_a3: no cooldown epochs; UNVERIFIED; warmup start LR 1e-6; UNVERIFIED") == 1
+    assert "- baseline:" not in text
+
+
 def golden_text():
     records = golden_records()
     records[-2]["reference"]["unverified"] = True

@@ -86,6 +86,8 @@ class DeviceLoader:
         self.epoch = epoch
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(epoch)
+        if hasattr(self.loader.dataset, "set_epoch"):
+            self.loader.dataset.set_epoch(epoch)  # per-sample draws in the workers (harness.data.seeding)
 
     def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = skip_first_batches(self.loader, start) if start else self.loader

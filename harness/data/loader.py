@@ -12,6 +12,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data.device import DeviceLoader, DeviceStage
+from harness.data.seeding import NumberedRepeats, SeededSamples
 from harness.data.unreadable import collate_readable
 from recipes import Recipe
 
@@ -38,15 +39,18 @@ def make_loader(
 def _sharded_train_loader(
     accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int
 ):
-    """Repeated augmentation shards by itself (timm's RepeatAugSampler); otherwise accelerate shards."""
+    """Repeated augmentation shards by itself (timm's RepeatAugSampler); otherwise accelerate shards. The shuffle is
+    the same on every process (a function of seed and epoch); each sample's augmentation is its process's own."""
     pin = accelerator.device.type == "cuda"
+    dataset = SeededSamples(dataset, seed, accelerator.process_index)
     if recipe.aug_repeats > 0:
-        sampler = RepeatAugSampler(
+        repeats = RepeatAugSampler(
             dataset,
             num_replicas=accelerator.num_processes,
             rank=accelerator.process_index,
             num_repeats=recipe.aug_repeats,
         )
+        sampler = NumberedRepeats(repeats, len(dataset))
         loader = make_loader(dataset, batch, True, workers, seed, pin, sampler=sampler)
         # The sampler already shards; accelerate only moves the batches (it leaves them on the host unless asked).
         return prepare_data_loader(

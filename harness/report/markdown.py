@@ -21,6 +21,7 @@ COLUMNS = [
     "budget",
     "reported top-1 (source)",
     "measured top-1",
+    "best epoch",
     "delta",
     "verdict",
     "img/s",
@@ -71,6 +72,7 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "budget": row["budget"],
             "reported top-1 (source)": _reported(row),
             "measured top-1": _measured(row),
+            "best epoch": DASH if pd.isna(row["best_mean"]) else f"{row['best_mean']:.2f}",
             "delta": _delta(row),
             "verdict": row["verdict"],
             "img/s": DASH if pd.isna(row["img_per_s"]) else f"{row['img_per_s']:.0f}",
@@ -112,6 +114,19 @@ def _difference_lines(frame: pd.DataFrame) -> list[str]:
     for _, row in differing.iterrows():
         label = group_label(row, with_model=False)
         lines.append(f"- {label} ({_run_list(row['run_dirs'])}): " + "; ".join(row["fidelity"]))
+    return lines + [""]
+
+
+def _unverified_lines(records: list[dict]) -> list[str]:
+    """Each recipe's settings that no primary source confirms, once per recipe (from its records)."""
+    by_recipe: dict[str, list[str]] = {}
+    for record in records:
+        by_recipe.setdefault(record["recipe"], list(record.get("unverified_settings") or []))
+    flagged = {recipe: notes for recipe, notes in sorted(by_recipe.items()) if notes}
+    if not flagged:
+        return []
+    lines = ["Published settings no primary source confirms (kept as the recipe has them, flagged UNVERIFIED):", ""]
+    lines += [f"- {recipe}: " + "; ".join(notes) for recipe, notes in flagged.items()]
     return lines + [""]
 
 
@@ -211,12 +226,23 @@ def _detail_lines(records: list[dict], frame: pd.DataFrame, link_base: str | Non
     return ["### Per-recipe detail", ""] + lines if lines else []
 
 
+LAST_VS_BEST = (
+    "Measured top-1 is the last epoch's, the figure compared with the reported one; best epoch is the highest "
+    "epoch's top-1 (timm's train.py convention), shown and not compared."
+)
+
+
 def _summary_lines(frame: pd.DataFrame) -> list[str]:
-    return [_markdown_table(table_frame(frame)), "", *_sources_lines(sources_of(frame))]
+    return [_markdown_table(table_frame(frame)), "", LAST_VS_BEST, "", *_sources_lines(sources_of(frame))]
 
 
 def _detail_part(records: list[dict], frame: pd.DataFrame, link_base: str | None) -> list[str]:
-    return _difference_lines(frame) + _ladder_lines(records) + _detail_lines(records, frame, link_base)
+    return (
+        _difference_lines(frame)
+        + _unverified_lines(records)
+        + _ladder_lines(records)
+        + _detail_lines(records, frame, link_base)
+    )
 
 
 def render_markdown(records: list[dict], link_base: str | None = None) -> str:

@@ -1,0 +1,38 @@
+"""A run's record names every way it differs from the published setting: precision, LR granularity, cooldown,
+BatchNorm's batch per device, untrained micro-batches; and it gives the best epoch beside the last."""
+
+import csv
+
+from harness.run import main
+from tests.conftest import only_summary
+
+
+def test_changed_dtype_granularity_and_cooldown_are_each_named(tmp_path):
+    argv = ["--recipe", "rsb_a3", "--budget", "smoke", "--workers", "0", "--output", str(tmp_path)]
+    argv += ["--set", "amp_dtype='bfloat16'", "--set", "cooldown_epochs=1", "--micro-batch", "8"]
+    assert main(argv) == 0
+    summary = only_summary(tmp_path)
+    fidelity = summary["fidelity"]
+    assert "amp_dtype: float16 -> bfloat16" in fidelity and "amp: True -> False" in fidelity  # CPU: no AMP at all
+    assert "sched_on_updates: False -> True" in fidelity  # the smoke budget's choice
+    assert "cooldown_epochs: 0 -> 1" in fidelity
+    assert "BatchNorm batch per device: 256 -> 8" in fidelity  # RSB's per-GPU batch against the micro-batch
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]  # one epoch and one of cooldown, as timm trains them
+    assert float(rows[1]["lr"]) == 1e-6  # the cooldown holds min_lr
+    best = max(rows, key=lambda row: float(row["eval_top1"]))
+    assert summary["best_eval_top1"] == float(best["eval_top1"]) and summary["best_epoch"] == int(best["epoch"])
+    assert summary["eval_top1"] == float(rows[-1]["eval_top1"]) and summary["compared_top1"] == "last epoch"
+    assert any("UNVERIFIED" in note and "cooldown" in note for note in summary["unverified_settings"])
+
+
+def test_micro_batches_an_epoch_leaves_untrained_are_named(tmp_path):
+    # 64 smoke images make 4 micro-batches of 16; updates of 3 x 16 train 3 of them
+    argv = ["--recipe", "baseline", "--budget", "smoke", "--workers", "0", "--output", str(tmp_path)]
+    argv += ["--batch-size", "48", "--micro-batch", "16", "--epochs", "1"]
+    assert main(argv) == 0
+    fidelity = only_summary(tmp_path)["fidelity"]
+    assert (
+        "last 1 of each epoch's 4 micro-batches per process not trained (timm's train.py trains them as one "
+        "shorter update)" in fidelity
+    )
