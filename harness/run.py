@@ -412,7 +412,7 @@ def dump_timm_args(plan: Plan, args: argparse.Namespace) -> int:
     if args.micro_batch is not None and per_process % args.micro_batch:
         raise ConfigError(f"--micro-batch {args.micro_batch} does not divide the per-process batch {per_process}")
     accumulation = per_process // args.micro_batch if args.micro_batch else 1
-    timm_args = timm_args_from_recipe(plan.recipe, processes, accumulation)
+    timm_args = timm_args_from_recipe(plan.recipe, processes, accumulation, folder_classes(plan.dataset, args.data_dir))
     atomic_write_text(path, yaml.safe_dump(timm_args, default_flow_style=False))
     print(f"wrote {path} (timm train.py settings)")
     caps = budget_limits(plan.budget)
@@ -422,6 +422,14 @@ def dump_timm_args(plan: Plan, args: argparse.Namespace) -> int:
         print(f"note: {notice}")
     print(f"train it with timm's train.py: {train_py_command(path, processes, args.data_dir)}")
     return 0
+
+
+def folder_classes(dataset: str, data_dir: Path | None) -> int | None:
+    """The class count of an image-folder dataset in --data-dir (its train/ class folders), else None."""
+    train = data_dir / "train" if data_dir is not None else None
+    if dataset not in ("folder", "imagenet") or train is None or not train.is_dir():
+        return None
+    return sum(1 for p in train.iterdir() if p.is_dir()) or None
 
 
 def torch_deterministic() -> None:

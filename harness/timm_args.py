@@ -32,6 +32,7 @@ import timm
 from pydantic import ValidationError
 from timm.data import resolve_data_config
 
+from harness.build import _timm_schedule as harness_schedule
 from harness.build import lr_scale_rule, scaled_lr
 from harness.config import ConfigError
 from harness.data.catalog import DATASETS, HUB_PREFIX
@@ -241,7 +242,7 @@ IGNORED = frozenset(
         *("wandb_tags", "wandb_resume_id"),
     }
 )
-# Flags read onto recipe fields (or checked against what the harness does: remode, clip_mode, dist_bn, amp_dtype).
+# Flags read onto recipe fields (or checked against what the harness does: remode, recount, clip_mode, dist_bn).
 MAPPED = frozenset(
     {
         *("model", "pretrained", "drop", "drop_path", "experiment", "dataset"),
@@ -295,6 +296,7 @@ TIMM_DATASET_NAMES = {
 FOLDER_DATASETS = ("imagenet", "folder")  # written as an image folder: train.py's --data-dir holds it
 MOMENTUM_OPTIMIZERS = ("sgd", "momentum", "nesterov")  # the ones harness.build.build_optimizer passes momentum to
 MAX_NAMED = 3  # flags a refusal names before it counts the rest
+DEFAULT_MILESTONES = TRAIN_PY_DEFAULTS["decay_milestones"]
 
 
 def _is_off(value: Any) -> bool:
@@ -327,6 +329,14 @@ def _whole(value: float) -> float | int:
 
 def _field_default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(Recipe) if f.name == name)
+
+
+# A schedule that never decays, as the harness names it (its unused decay fields at their defaults).
+CONSTANT = {
+    "sched": "constant",
+    "decay_epochs": _field_default("decay_epochs"),
+    "decay_rate": _field_default("decay_rate"),
+}
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
@@ -573,54 +583,55 @@ def _global_batch(r: _Reading, batch_size: int | None, processes: int | None) ->
 
 
 def _schedule_fields(r: _Reading) -> dict:
-    sched, decay_epochs, decay_rate = r["sched"], r["decay_epochs"], r["decay_rate"]
-    if sched not in TIMM_SCHEDULERS:
+    if r["sched"] not in TIMM_SCHEDULERS:
         r.refuse("sched", f"timm's create_scheduler_v2 builds {', '.join(TIMM_SCHEDULERS)}")
-    if sched == "step" and decay_rate == 1.0:  # never decays: the harness's constant schedule
-        sched, decay_rate = "constant", _field_default("decay_rate")
-    elif sched == "multistep":
-        sched, decay_epochs = _milestones(r)
+    decay = {"sched": r["sched"], "decay_epochs": r["decay_epochs"], "decay_rate": r["decay_rate"]}
+    if r["sched"] == "multistep":
+        decay = _milestones(r)
+    if decay["sched"] in ("step", "multistep") and decay["decay_rate"] == 1.0:
+        decay = CONSTANT  # never decays: the harness's constant schedule
     return {
-        "sched": sched,
+        **decay,
         "epochs": r["epochs"],
         "warmup_epochs": r["warmup_epochs"],
         "warmup_lr": r["warmup_lr"],
         "min_lr": r["min_lr"],
-        "decay_epochs": decay_epochs,
-        "decay_rate": decay_rate,
         "sched_on_updates": bool(r["sched_on_updates"]),
         "cooldown_epochs": r["cooldown_epochs"],
         "warmup_prefix": bool(r["warmup_prefix"]),
     }
 
 
-def _milestones(r: _Reading) -> tuple[str, float]:
-    """train.py's multistep milestones as the harness's schedules: one decay (multistep at decay_epochs), or one
-    every epoch from a first one to the end (constant_exp); milestones past the last epoch never act."""
-    milestones = list(r["decay_milestones"] or [r["decay_epochs"]])
-    acting = [m for m in milestones if m < r["epochs"]]
+def _milestones(r: _Reading) -> dict:
+    """train.py's multistep milestones as the harness's schedules: none (constant), one decay (multistep at
+    decay_epochs), or one at every epoch from a first one to the end (constant_exp, whose milestones harness.build
+    places). timm decays once t + 1 reaches a milestone, so a milestone past the last epoch never acts."""
+    given = r["decay_milestones"]
+    milestones = sorted(given if given is not None else [r["decay_epochs"]])
+    acting = [m for m in milestones if m <= r["epochs"]]
+    if not milestones:
+        return CONSTANT
     if len(acting) <= 1:
-        return "multistep", (acting or milestones)[0]
-    if acting == list(range(acting[0], r["epochs"])):
-        return "constant_exp", acting[0]
+        return {"sched": "multistep", "decay_epochs": (acting or milestones)[0], "decay_rate": r["decay_rate"]}
+    first = acting[0] - (0 if r["sched_on_updates"] else 1)
+    if first >= 1 and acting == list(range(acting[0], r["epochs"] + 1)):
+        return {"sched": "constant_exp", "decay_epochs": first, "decay_rate": r["decay_rate"]}
     r.refuse("decay_milestones", "the harness decays once (multistep) or every epoch from decay_epochs (constant_exp)")
-    return "multistep", acting[0]
+    return {"sched": "multistep", "decay_epochs": acting[0], "decay_rate": r["decay_rate"]}
 
 
 def _precision_fields(r: _Reading) -> dict:
-    amp = bool(r["amp"] or r["apex_amp"] or r["native_amp"])
-    if amp and r["amp_dtype"] != "bfloat16":
+    if r["dist_bn"] != "reduce":  # train.py's default, and what the harness does with several processes
         r.notices.append(
-            f"amp_dtype {r['amp_dtype']}: the harness's mixed precision is bf16 on a GPU that has it, fp16 on one "
-            "that has not, none on CPU (the run's record says which)"
+            f"dist_bn {_show(r['dist_bn'])}: the harness averages every process's BatchNorm statistics after each "
+            "epoch, as train.py's default dist_bn reduce does"
         )
-    if r["dist_bn"] in ("reduce", "broadcast"):
-        how = "averages" if r["dist_bn"] == "reduce" else "broadcasts the first process's"
-        r.notices.append(
-            f"dist_bn {r['dist_bn']}: with several processes train.py {how} BatchNorm statistics after every epoch; "
-            "the harness does not (the run's record lists it)"
-        )
-    return {"amp": amp, "model_ema": bool(r["model_ema"]), "model_ema_decay": r["model_ema_decay"]}
+    return {
+        "amp": bool(r["amp"] or r["apex_amp"] or r["native_amp"]),
+        "amp_dtype": r["amp_dtype"],
+        "model_ema": bool(r["model_ema"]),
+        "model_ema_decay": r["model_ema_decay"],
+    }
 
 
 def _recipe(fields: dict, r: _Reading, name: str | None) -> Recipe:
@@ -684,11 +695,14 @@ def _train_py_meaning(recipe: Recipe) -> Recipe:
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-def timm_args_from_recipe(recipe: Recipe, processes: int = 1, grad_accum_steps: int = 1) -> dict:
+def timm_args_from_recipe(
+    recipe: Recipe, processes: int = 1, grad_accum_steps: int = 1, num_classes: int | None = None
+) -> dict:
     """The args.yaml train.py would write for this recipe on `processes` processes: train.py's defaults for every
     flag, the recipe's values on the mapped ones (batch_size per process = global / processes / grad_accum_steps),
-    and under `harness` the settings train.py's flags do not say, for `recipe_from_timm_args` to read back."""
-    flags = train_py_flags(recipe, processes, grad_accum_steps)
+    and under `harness` the settings train.py's flags do not say, for `recipe_from_timm_args` to read back.
+    `num_classes`: the class count of a dataset the catalog does not know it for (an image folder)."""
+    flags = train_py_flags(recipe, processes, grad_accum_steps, num_classes)
     extras = harness_settings(recipe, flags)
     return {**flags, HARNESS_KEY: extras} if extras else flags
 
@@ -699,7 +713,9 @@ def harness_settings(recipe: Recipe, flags: dict) -> dict:
     return {f: _plain(getattr(recipe, f)) for f in setting_fields() if getattr(back, f) != getattr(recipe, f)}
 
 
-def train_py_flags(recipe: Recipe, processes: int = 1, grad_accum_steps: int = 1) -> dict:
+def train_py_flags(
+    recipe: Recipe, processes: int = 1, grad_accum_steps: int = 1, num_classes: int | None = None
+) -> dict:
     """train.py's flags (every one, at its default where the recipe does not set it) that train this recipe."""
     per_process, left = divmod(recipe.batch_size, processes * grad_accum_steps)
     if left or not per_process:
@@ -710,7 +726,7 @@ def train_py_flags(recipe: Recipe, processes: int = 1, grad_accum_steps: int = 1
     sgd_like = recipe.opt.lower() in MOMENTUM_OPTIMIZERS
     return {
         **TRAIN_PY_DEFAULTS,
-        **_timm_dataset(recipe.dataset),
+        **_timm_dataset(recipe.dataset, num_classes),
         "experiment": recipe.name,
         "model": recipe.model,
         "pretrained": recipe.pretrained,
@@ -736,20 +752,22 @@ def train_py_flags(recipe: Recipe, processes: int = 1, grad_accum_steps: int = 1
         "grad_accum_steps": grad_accum_steps,
         **_timm_schedule(recipe),
         "amp": recipe.amp,
-        "amp_dtype": "bfloat16" if recipe.amp else TRAIN_PY_DEFAULTS["amp_dtype"],
+        "amp_dtype": recipe.amp_dtype,
         "model_ema": recipe.model_ema,
         "model_ema_decay": recipe.model_ema_decay,
-        "dist_bn": "",  # the harness does not average BatchNorm statistics over processes
+        "dist_bn": "reduce",  # as the harness averages BatchNorm statistics over processes after each epoch
     }
 
 
-def _timm_dataset(dataset: str) -> dict:
+def _timm_dataset(dataset: str, num_classes: int | None) -> dict:
     if dataset.startswith(HUB_PREFIX):
         name = dataset
     else:
         name = "" if dataset in FOLDER_DATASETS else TIMM_DATASET_NAMES.get(dataset, "")
     info = DATASETS.get(dataset)
-    return {"dataset": name, "num_classes": info.num_classes if info else None}
+    # without it train.py gives the model its default head (1000 classes for timm's ImageNet models)
+    known = info.num_classes if info and info.num_classes else num_classes
+    return {"dataset": name, "num_classes": known}
 
 
 def _timm_augmentation(recipe: Recipe, processes: int) -> dict:
@@ -772,10 +790,15 @@ def _timm_augmentation(recipe: Recipe, processes: int) -> dict:
 
 
 def _timm_schedule(recipe: Recipe) -> dict:
-    """The harness's schedules in train.py's terms: constant is step without decay, constant_exp and multistep
-    are multistep with their milestones."""
-    decay = {"decay_epochs": recipe.decay_epochs, "decay_rate": recipe.decay_rate}
-    common = {
+    """The schedule flags that make train.py build the scheduler harness.build builds (its constant schedule is
+    step without decay, constant_exp multistep with a milestone at every later epoch)."""
+    kwargs = harness_schedule(recipe)
+    multistep = kwargs["sched"] == "multistep"
+    return {
+        "sched": kwargs["sched"],
+        "decay_epochs": kwargs["decay_epochs"],
+        "decay_rate": kwargs["decay_rate"],
+        "decay_milestones": [_whole(m) for m in kwargs["decay_milestones"]] if multistep else DEFAULT_MILESTONES,
         "epochs": recipe.epochs,
         "warmup_epochs": recipe.warmup_epochs,
         "warmup_lr": recipe.warmup_lr,
@@ -784,14 +807,6 @@ def _timm_schedule(recipe: Recipe) -> dict:
         "cooldown_epochs": recipe.cooldown_epochs,
         "warmup_prefix": recipe.warmup_prefix,
     }
-    if recipe.sched == "constant":
-        return {**common, **decay, "sched": "step", "decay_rate": 1.0}
-    if recipe.sched in ("constant_exp", "multistep"):
-        every_epoch = list(range(max(1, round(recipe.decay_epochs)), recipe.epochs))
-        once = [_whole(recipe.decay_epochs)]
-        milestones = (every_epoch or once) if recipe.sched == "constant_exp" else once
-        return {**common, **decay, "sched": "multistep", "decay_milestones": milestones}
-    return {**common, **decay, "sched": recipe.sched}
 
 
 def export_notices(recipe: Recipe, args: dict) -> list[str]:
@@ -808,11 +823,6 @@ def export_notices(recipe: Recipe, args: dict) -> list[str]:
         notes.append(
             f"train.py gives the model its default head (1000 classes) unless told: add --num-classes N for "
             f"{recipe.dataset}'s N classes"
-        )
-    if args["amp"]:
-        notes.append(
-            "amp_dtype bfloat16: the harness's mixed precision on a GPU that has bf16 (fp16 on one that has not, "
-            "none on CPU)"
         )
     return notes
 

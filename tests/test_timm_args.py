@@ -157,8 +157,10 @@ def test_train_py_schedules_read_as_the_harness_ones_that_equal_them():
     assert read(sched="step", decay_rate=1.0).sched == "constant"
     one = read(sched="multistep", epochs=100)  # train.py's milestones 90, 180, 270: only 90 acts in 100 epochs
     assert (one.sched, one.decay_epochs, one.decay_rate) == ("multistep", 90, 0.1)
-    every = read(sched="multistep", epochs=8, decay_milestones=[3, 4, 5, 6, 7], decay_rate=0.9)
-    assert (every.sched, every.decay_epochs, every.decay_rate) == ("constant_exp", 3, 0.9)
+    # timm decays once t + 1 reaches a milestone: milestones 3..8 of 8 epochs stepped per epoch decay from the third
+    every = read(sched="multistep", epochs=8, decay_milestones=[3, 4, 5, 6, 7, 8], decay_rate=0.9)
+    assert (every.sched, every.decay_epochs, every.decay_rate) == ("constant_exp", 2, 0.9)
+    assert read(sched="multistep", decay_milestones=[]).sched == "constant"
     assert read(sched_on_updates=True, cooldown_epochs=10, warmup_prefix=True).cooldown_epochs == 10
     older = read(apex_amp=False, native_amp=True, amp=False)  # train.py before 0.9 spelled AMP so
     assert older.amp
@@ -205,11 +207,28 @@ def test_every_registered_recipe_round_trips_through_timm_args(name):
     assert set(args) - {HARNESS_KEY} == set(TRAIN_PY_DEFAULTS)
     back, _ = recipe_from_timm_args(args, "ARGS", name=recipe.name)
     assert settings(back) == settings(recipe)
-    assert args["dist_bn"] == "" and args["remode"] == "const" and args["train_interpolation"] == recipe.interpolation
+    assert (
+        args["dist_bn"] == "reduce"
+        and args["remode"] == "const"
+        and args["train_interpolation"] == recipe.interpolation
+    )
     if recipe.batch_size % 4 == 0:  # on 4 processes, read back with the count settled
         four = timm_args_from_recipe(recipe, processes=4)
         assert four["batch_size"] == recipe.batch_size // 4 and four["aug_repeats"] == recipe.aug_repeats
         assert settings(recipe_from_timm_args(four, "ARGS", processes=4)[0]) == settings(recipe)
+
+
+@pytest.mark.parametrize("per_update", [False, True])
+@pytest.mark.parametrize("decay_epochs", [1, 2, 3.4, 5, 6, 9])
+def test_constant_exp_schedules_round_trip_through_train_py_milestones(decay_epochs, per_update):
+    recipe = dataclasses.replace(
+        get_recipe("resnet50_cifar10_transfer"), decay_epochs=decay_epochs, sched_on_updates=per_update, epochs=6
+    )
+    args = timm_args_from_recipe(recipe)
+    assert args["sched"] == "multistep"
+    assert settings(recipe_from_timm_args(args, "ARGS")[0]) == settings(recipe)
+    if decay_epochs == 2:  # a milestone at every later epoch: no harness key needed to read it back
+        assert HARNESS_KEY not in args and args["decay_milestones"] == ([2, 3, 4, 5, 6] if per_update else [3, 4, 5, 6])
 
 
 def test_settings_train_py_has_no_flag_for_ride_under_the_harness_key():
@@ -223,6 +242,7 @@ def test_settings_train_py_has_no_flag_for_ride_under_the_harness_key():
     assert HARNESS_KEY not in constant
     folder = dataclasses.replace(get_recipe("rsb_a3"), dataset="folder")
     assert any("add --num-classes N" in n for n in export_notices(folder, timm_args_from_recipe(folder)))
+    assert timm_args_from_recipe(folder, num_classes=37)["num_classes"] == 37
     frozen_bn = dataclasses.replace(get_recipe("baseline"), filter_bias_and_bn=True)
     assert timm_args_from_recipe(get_recipe("baseline"))["opt_kwargs"] == {"filter_bias_and_bn": False}
     assert timm_args_from_recipe(frozen_bn)["opt_kwargs"] == {}
@@ -255,6 +275,20 @@ def test_dump_recipe_format_timm_writes_train_py_args_and_prints_the_command(tmp
     back = plan_run(parse_args(["--recipe", str(dump), "--set", f"batch_size={planned.batch_size}"]))
     assert settings(back.recipe) == settings(planned)
     assert train_py_command("a b.yaml") == "python train.py -c 'a b.yaml' --data-dir DATA_DIR"
+
+
+def test_a_dump_for_an_image_folder_counts_its_classes_for_train_py(tmp_path, capsys):
+    from PIL import Image
+
+    for split, label in [(s, c) for s in ("train", "val") for c in ("cat", "dog", "emu")]:
+        (tmp_path / split / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (40, 90, 160)).save(tmp_path / split / label / "0.png")
+    dump = tmp_path / "a3.yaml"
+    argv = ["--recipe", "rsb_a3", "--dataset", "folder", "--data-dir", str(tmp_path), "--budget", "smoke"]
+    assert main([*argv, "--dump-recipe", str(dump), "--format", "timm"]) == 0
+    args = yaml.safe_load(dump.read_text())
+    assert args["num_classes"] == 3 and args["dataset"] == "" and args["amp_dtype"] == "float16"
+    assert "--num-classes" not in capsys.readouterr().out
 
 
 def test_a_recipe_file_may_take_an_args_yaml_as_its_base_and_cite_a_reference(tmp_path):
