@@ -39,7 +39,8 @@ from harness.data.catalog import DATASETS, HUB_PREFIX
 from recipes import Recipe, Reference, setting_fields
 from recipes._base import validation_message
 
-# `python train.py` with no flags, as train.py (timm 1.0) parses it; the keys and order of the args.yaml it writes.
+# What timm's train.py (pytorch-image-models main, timm 1.0.29.dev0) parses from an empty command line, in its
+# parser's order: every key of the args.yaml it writes, at its default.
 TRAIN_PY_DEFAULTS: dict[str, Any] = {
     "data": None,
     "data_dir": None,
@@ -386,16 +387,10 @@ def recipe_from_timm_args(
     reading = _Reading({**TRAIN_PY_DEFAULTS, **args}, origin)
     extras = reading.flags.pop(HARNESS_KEY, None) or {}
     ignored = _check_unmapped(reading)
-    fields = {
-        **_model_fields(reading),
-        **_data_fields(reading),
-        **_augment_fields(reading),
-        **_loss_fields(reading),
-        **_schedule_fields(reading),
-        **_precision_fields(reading),
-        "batch_size": _global_batch(reading, batch_size, processes),
-    }
-    fields.update(_optimizer_fields(reading, fields["batch_size"]))
+    try:
+        fields = _recipe_fields(reading, batch_size, processes)
+    except (TypeError, ValueError, IndexError, AttributeError) as e:  # a flag of the wrong type (`reprob: high`)
+        raise ConfigError(f"{origin}: a train.py flag has a value of the wrong type ({e})") from None
     if reading.refused:
         shown, more = reading.refused[:MAX_NAMED], len(reading.refused) - MAX_NAMED
         raise ConfigError(
@@ -407,6 +402,19 @@ def recipe_from_timm_args(
     if missing:
         reading.notices.append(f"{len(missing)} train.py flags not in {origin} taken at train.py's defaults")
     return recipe, [*ignored, *reading.notices]
+
+
+def _recipe_fields(r: _Reading, batch_size: int | None, processes: int | None) -> dict:
+    fields = {
+        **_model_fields(r),
+        **_data_fields(r),
+        **_augment_fields(r),
+        **_loss_fields(r),
+        **_schedule_fields(r),
+        **_precision_fields(r),
+        "batch_size": _global_batch(r, batch_size, processes),
+    }
+    return {**fields, **_optimizer_fields(r, fields["batch_size"])}
 
 
 def _check_unmapped(r: _Reading) -> list[str]:

@@ -120,6 +120,11 @@ def test_unknown_flags_are_ignored_when_off_and_refused_otherwise():
         recipe_from_timm_args(args_yaml(future_knob=0.3), "ARGS")
 
 
+def test_a_flag_of_the_wrong_type_is_one_line():
+    with pytest.raises(ConfigError, match=r"^ARGS: a train.py flag has a value of the wrong type"):
+        recipe_from_timm_args(args_yaml(reprob="high"), "ARGS")
+
+
 def test_a_flag_that_acts_only_with_another_is_ignored_while_that_one_is_off():
     recipe, _ = recipe_from_timm_args(args_yaml(lr_noise_pct=0.3, lr_cycle_decay=0.9, patience_epochs=4), "ARGS")
     assert recipe.sched == "cosine"
