@@ -50,10 +50,11 @@ END_OF_IMAGE = b"\xff\xd9"
 DECODE_NOTE = (
     "training JPEGs are decoded on the device (torchvision's decode_jpeg; nvJPEG on a GPU) and their crops (timm's "
     "boxes, drawn by timm in the workers) resized there by torch's antialiased {interpolation}: on photographs the "
-    "CPU's decoder gives PIL's pixels exactly and the resize differs from PIL's by a mean of 0.02 of a level of 255 "
-    "(uint8 resampling, CPU) to 0.15 (float resampling, as on a GPU), at most 17 levels at sharp edges; nvJPEG's "
-    "own decode differences are measured by benchmarks/gpu_check.sh. Images the device decoder does not take (PNG, "
-    "CMYK, greyscale, progressive, truncated) are decoded in the workers with PIL, counted in decode_fallbacks"
+    "CPU's decoder gives PIL's pixels exactly and the resize differs from PIL's by a mean under 0.02 of a level of "
+    "255 (uint8 resampling, CPU) and under 0.15 (float resampling, as on a GPU), at most 17 levels at sharp "
+    "edges; nvJPEG's own decode differences are measured by benchmarks/gpu_check.sh. Images the device decoder does "
+    "not take (PNG, CMYK, greyscale, progressive, truncated) are decoded in the workers with PIL, counted in "
+    "decode_fallbacks"
 )
 
 # decode_jpeg is deprecated in favour of TorchCodec from torchvision 0.29 on; it is what the GPU image has.
