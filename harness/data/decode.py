@@ -252,11 +252,15 @@ class DeviceDecoder:
 
     def decode(self, images: list[EncodedImage]) -> list[torch.Tensor | None]:
         """The crops at the train size; None for an image the decoder fails on (named in the unreadable log)."""
+        decoded = self.decode_all(images)
+        return [None if d is None else self.crop(d, i) for d, i in zip(decoded, images, strict=True)]
+
+    def decode_all(self, images: list[EncodedImage]) -> list[torch.Tensor | None]:
+        """The whole decoded images, in one batched decode_jpeg call; None for one the decoder fails on."""
         try:
-            decoded = decode_jpeg([i.data for i in images], mode=ImageReadMode.RGB, device=self.device)
+            return decode_jpeg([i.data for i in images], mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:  # one bad image fails the batch: decode one by one to find it
-            decoded = [self._decode_one(image) for image in images]
-        return [None if d is None else self._crop(d, i) for d, i in zip(decoded, images, strict=True)]
+            return [self._decode_one(image) for image in images]
 
     def _decode_one(self, image: EncodedImage) -> torch.Tensor | None:
         try:
@@ -266,7 +270,8 @@ class DeviceDecoder:
             note_unreadable(getattr(base, "unreadable_log", None), getattr(base, "split", "train"), image.name)
             return None
 
-    def _crop(self, decoded: torch.Tensor, image: EncodedImage) -> torch.Tensor:
+    def crop(self, decoded: torch.Tensor, image: EncodedImage) -> torch.Tensor:
+        """timm's box of a decoded image, resized to the train size and flipped as the worker drew."""
         top, left, height, width = image.box
         crop = TF.resized_crop(
             decoded, top, left, height, width, self.size, interpolation=image.interpolation, antialias=True
