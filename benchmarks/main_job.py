@@ -246,7 +246,7 @@ def _one_batch(stages: _Stages, batches, decoder, stage, step, device: torch.dev
     labels, in_workers = stages.run(
         "transfer", lambda: (labels.to(device, non_blocking=True), in_workers.to(device, non_blocking=True))
     )
-    whole = stages.run("decode", lambda: decoder.decode_all(encoded.device_images))
+    whole = stages.run("decode", lambda: decoder.decode_all(encoded))
     pairs = list(zip(whole, encoded.device_images, strict=True))
     crops = stages.run("crop, resize, flip", lambda: [decoder.crop(d, i) for d, i in pairs])
     slots = [None] * len(encoded)

@@ -82,7 +82,7 @@ def test_the_workers_draw_timms_boxes_and_the_device_stays_within_the_stated_tol
     # ... and under 0.15 with the float resampling a GPU runs, on the same decoded pixels and boxes.
     floats = []
     for item, _ in items:
-        decoded = decode_jpeg(item.data, mode=ImageReadMode.RGB).float()
+        decoded = decode_jpeg(torch.frombuffer(bytearray(item.data), dtype=torch.uint8), mode=ImageReadMode.RGB).float()
         crop = TF.resized_crop(decoded, *item.box, [160, 160], interpolation=item.interpolation, antialias=True)
         floats.append(TF.horizontal_flip(crop) if item.flip else crop)
     float_difference = (torch.stack(floats).round().clamp(0, 255) - torch.stack(expected).float()).abs()

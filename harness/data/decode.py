@@ -135,7 +135,7 @@ def fallback_reason(image: Image.Image, data: bytes) -> str | None:
 class EncodedImage:
     """A training image for the device: its JPEG bytes and the worker's draws for it."""
 
-    data: torch.Tensor  # uint8, one dimension
+    data: bytes | None  # the JPEG; collated into the batch's one byte tensor (`EncodedBatch.jpegs`)
     box: tuple[int, int, int, int]  # top, left, height, width in the decoded image
     interpolation: TF.InterpolationMode
     flip: bool
@@ -166,7 +166,7 @@ class EncodedTrainTransform:
         flip = self.hflip > 0 and bool(torch.rand(1) < self.hflip)  # as RandomHorizontalFlip draws
         reason = fallback_reason(image, data)
         if reason is None:
-            return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), box, mode, flip, name)
+            return EncodedImage(data, box, mode, flip, name)
         crop = self.crop.resize(image.convert("RGB"), box, mode)  # PIL raises here for a corrupt image
         return WorkerDecoded(TF.horizontal_flip(crop) if flip else crop, reason, index)
 
@@ -176,9 +176,12 @@ class EncodedTrainTransform:
 
 @dataclass
 class EncodedBatch:
-    """One batch as the workers collate it: the images for the device and those they decoded, with positions."""
+    """One batch as the workers collate it: the images for the device and those they decoded, with positions. The
+    JPEGs travel as one byte tensor (`jpeg_bytes`, one shared-memory handle from the worker, not one per image)."""
 
-    device_images: list[EncodedImage] = field(default_factory=list)
+    device_images: list[EncodedImage] = field(default_factory=list)  # their draws; the bytes are in jpeg_bytes
+    jpeg_bytes: torch.Tensor | None = None  # uint8, the JPEGs one after another
+    jpeg_sizes: list[int] = field(default_factory=list)
     device_positions: list[int] = field(default_factory=list)
     decoded: torch.Tensor | None = None  # (m, 3, S, S) uint8
     decoded_positions: list[int] = field(default_factory=list)
@@ -186,6 +189,10 @@ class EncodedBatch:
 
     def __len__(self) -> int:
         return len(self.device_positions) + len(self.decoded_positions)
+
+    def jpegs(self) -> list[torch.Tensor]:
+        """Each JPEG as a one-dimensional uint8 tensor (a view of `jpeg_bytes`), as decode_jpeg takes them."""
+        return list(torch.split(self.jpeg_bytes, self.jpeg_sizes)) if self.device_images else []
 
     def pin_memory(self, device=None) -> EncodedBatch:
         if self.decoded is not None:
@@ -207,7 +214,8 @@ def collate_encoded(batch: list) -> tuple[EncodedBatch, torch.Tensor]:
     encoded, decoded = EncodedBatch(), []
     for position, (image, _) in enumerate(samples):
         if isinstance(image, EncodedImage):
-            encoded.device_images.append(image)
+            encoded.device_images.append(dataclasses.replace(image, data=None))
+            encoded.jpeg_sizes.append(len(image.data))
             encoded.device_positions.append(position)
         else:
             decoded.append(image.image)
@@ -215,6 +223,9 @@ def collate_encoded(batch: list) -> tuple[EncodedBatch, torch.Tensor]:
             encoded.fallbacks.append((image.index, image.reason))
     if decoded:
         encoded.decoded = torch.stack(decoded)
+    if encoded.device_images:
+        jpegs = (image.data for image, _ in samples if isinstance(image, EncodedImage))
+        encoded.jpeg_bytes = torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8)
     return encoded, torch.tensor([label for _, label in samples])
 
 
@@ -239,7 +250,7 @@ class DeviceDecoder:
     def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         slots: list[torch.Tensor | None] = [None] * len(batch)
         if batch.device_images:
-            for position, image in zip(batch.device_positions, self.decode(batch.device_images), strict=True):
+            for position, image in zip(batch.device_positions, self.decode(batch), strict=True):
                 slots[position] = image
         if batch.decoded is not None:
             decoded = batch.decoded.to(self.device, non_blocking=True)
@@ -250,24 +261,25 @@ class DeviceDecoder:
         filled, gaps = _fill_gaps(slots)
         return torch.stack(filled), gaps
 
-    def decode(self, images: list[EncodedImage]) -> list[torch.Tensor | None]:
-        """The crops at the train size; None for an image the decoder fails on (named in the unreadable log)."""
-        decoded = self.decode_all(images)
-        return [None if d is None else self.crop(d, i) for d, i in zip(decoded, images, strict=True)]
+    def decode(self, batch: EncodedBatch) -> list[torch.Tensor | None]:
+        """The batch's JPEGs cropped at the train size; None for one the decoder fails on (named in the log)."""
+        decoded = self.decode_all(batch)
+        return [None if d is None else self.crop(d, i) for d, i in zip(decoded, batch.device_images, strict=True)]
 
-    def decode_all(self, images: list[EncodedImage]) -> list[torch.Tensor | None]:
-        """The whole decoded images, in one batched decode_jpeg call; None for one the decoder fails on."""
+    def decode_all(self, batch: EncodedBatch) -> list[torch.Tensor | None]:
+        """The batch's whole decoded JPEGs, in one batched decode_jpeg call; None for one the decoder fails on."""
+        jpegs = batch.jpegs()
         try:
-            return decode_jpeg([i.data for i in images], mode=ImageReadMode.RGB, device=self.device)
+            return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:  # one bad image fails the batch: decode one by one to find it
-            return [self._decode_one(image) for image in images]
+            return [self._decode_one(data, image.name) for data, image in zip(jpegs, batch.device_images, strict=True)]
 
-    def _decode_one(self, image: EncodedImage) -> torch.Tensor | None:
+    def _decode_one(self, data: torch.Tensor, name: str) -> torch.Tensor | None:
         try:
-            return decode_jpeg(image.data, mode=ImageReadMode.RGB, device=self.device)
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:
             base = _base(self.dataset)
-            note_unreadable(getattr(base, "unreadable_log", None), getattr(base, "split", "train"), image.name)
+            note_unreadable(getattr(base, "unreadable_log", None), getattr(base, "split", "train"), name)
             return None
 
     def crop(self, decoded: torch.Tensor, image: EncodedImage) -> torch.Tensor:
