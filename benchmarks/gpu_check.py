@@ -289,12 +289,13 @@ PROFILE_COLUMNS = {
 
 
 def _table(title: str, rows: list[dict], columns: dict[str, str]) -> str:
-    """A titled table of `columns` (those the rows have); a column with no value anywhere says not measured."""
+    """A titled table of `columns` (those the rows have): a value measured as None (the device's time on a CPU)
+    says not measured, one a row does not have is left empty."""
     if not rows:
         return f"### {title}\n\nnot measured\n"
-    frame = pd.DataFrame(rows).reindex(columns=[c for c in columns if any(c in r for r in rows)])
-    shown = frame.map(lambda v: "not measured" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
-    shown = shown.rename(columns=columns)
+    shown_columns = [c for c in columns if any(c in r for r in rows)]
+    cells = [{c: ("not measured" if r[c] is None else r[c]) if c in r else "" for c in shown_columns} for r in rows]
+    shown = pd.DataFrame(cells, columns=shown_columns).rename(columns=columns)
     return f"### {title}\n\n" + shown.to_markdown(index=False, floatfmt=".4g") + "\n"
 
 
