@@ -12,7 +12,11 @@ from tests.conftest import ROOT
 def gpu_check(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHON": sys.executable, **env},
     )
 
 
