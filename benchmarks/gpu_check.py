@@ -110,7 +110,7 @@ def harness_step(micro: int, size: int, compiled: bool):
 
     AcceleratorState._reset_state(reset_partial_state=True)
     recipe = _a3(micro, size)
-    accelerator = make_accelerator(recipe.amp, compile_model=compiled)
+    accelerator = make_accelerator(recipe.amp, compile_model=compiled, amp_dtype="bfloat16")
     model = build_model(recipe, 1000).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     model, optimizer = accelerator.prepare(model, optimizer)
