@@ -14,8 +14,9 @@ from timm.scheduler import create_scheduler_v2
 from harness import models  # noqa: F401  (registers the seed reports' architectures with timm)
 from recipes import Recipe
 
-# timm scales LR with the square root of the batch ratio for adaptive optimizers (train.py).
-SQRT_SCALED_OPTIMIZERS = ("lamb", "lars", "adam", "adamw", "nadam", "radam", "adabelief", "adan")
+# timm's train.py scales the LR with the square root of the batch ratio for any optimizer whose name contains one of
+# these (lamb, lambc, adamw, nadamw, adafactor, ...), linearly for every other one (sgd, lars, lion, ...).
+SQRT_SCALED_OPTIMIZERS = ("ada", "lamb")
 
 
 class WeightsError(Exception):
@@ -143,9 +144,13 @@ def frozen_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parame
     return chosen
 
 
-def scaled_lr(lr: float, opt: str, from_batch: int, to_batch: int) -> tuple[float, str]:
-    """The peak LR for another global batch: linear rule, or square root for adaptive optimizers."""
+def lr_scale_rule(opt: str) -> str:
+    """train.py's rule for an optimizer name: "sqrt" when it contains "ada" or "lamb", else "linear"."""
+    return "sqrt" if any(part in opt.lower() for part in SQRT_SCALED_OPTIMIZERS) else "linear"
+
+
+def scaled_lr(lr: float, opt: str, from_batch: int, to_batch: int, rule: str | None = None) -> tuple[float, str]:
+    """The peak LR for another global batch by `rule` ("linear" or "sqrt"; train.py's rule for `opt` if None)."""
+    rule = rule or lr_scale_rule(opt)
     ratio = to_batch / from_batch
-    if opt.lower() in SQRT_SCALED_OPTIMIZERS:
-        return lr * math.sqrt(ratio), "sqrt"
-    return lr * ratio, "linear"
+    return (lr * math.sqrt(ratio) if rule == "sqrt" else lr * ratio), rule

@@ -4,6 +4,8 @@ accelerate launch harness/run.py --recipe rsb_a3
 python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
 python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
 python harness/run.py --list [--recipes-dir DIR]
+python harness/run.py --recipe output/train/RUN/args.yaml             # the settings of a timm train.py run
+python harness/run.py --recipe rsb_a3 --dump-recipe a3.yaml --format timm   # an args.yaml for train.py -c a3.yaml
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ DEFAULT_WORKERS = max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
 # Options that describe this invocation, not the run.
-RUN_ONLY_OPTIONS = ("resume", "force", "list", "seeds", "dump_recipe", "recipes_dir", "schema")
+RUN_ONLY_OPTIONS = ("resume", "force", "list", "seeds", "dump_recipe", "format", "processes", "recipes_dir", "schema")
+DUMP_FORMATS = ("harness", "timm")
 SEED_MAX = 2**32 - 1  # numpy's seed range
 
 
@@ -57,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the recipes with their reported numbers")
     p.add_argument("--recipes-dir", type=Path, help="with --list: also list the recipe files in this folder")
     p.add_argument("--dump-recipe", type=Path, metavar="FILE.yaml", help="write the resolved recipe here and exit")
+    p.add_argument(
+        "--format",
+        choices=DUMP_FORMATS,
+        default="harness",
+        help="with --dump-recipe: a recipe file (harness, default) or an args.yaml for timm's train.py -c (timm)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int_in_range(1),
+        help="with --format timm: the processes train.py is to run on (batch_size per process = global / N; "
+        "default: this launch's)",
+    )
     p.add_argument("--schema", action="store_true", help="print the JSON Schema of a recipe (file) and exit")
     p.add_argument("--log-with", metavar="TRACKERS", help="tensorboard, wandb, mlflow, ... (comma-separated) or all")
     p.add_argument("--project", help="tracker project name (default recipe-harness)")
@@ -186,11 +201,11 @@ def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str])
 def plan_run(args: argparse.Namespace) -> Plan:
     if not args.recipe:
         raise ConfigError("--recipe is required; valid recipes: " + ", ".join(list_recipes()))
-    resolved = resolve(args.recipe)
+    resolved = resolve(args.recipe, batch_size=settled_batch(args.set))
     published, start = resolved.published, resolved.recipe
     log_with = parse_log_with(args.log_with)
     budget = args.budget or "full"
-    notices, synthetic = [], False
+    notices, synthetic = list(resolved.notices), False
     source = args.dataset or start.dataset
     dataset = catalog_name(source)  # a hub repository of ImageNet-1k is imagenet
     dataset_info(dataset)
@@ -253,6 +268,12 @@ def plan_run(args: argparse.Namespace) -> Plan:
     )
 
 
+def settled_batch(items: list[str]) -> int | None:
+    """`--set batch_size=N`: the global batch a timm args file ran at (its batch_size is per process)."""
+    value = parse_overrides(items).get("batch_size")
+    return value if type(value) is int and value > 0 else None
+
+
 def command_line_overrides(args: argparse.Namespace) -> tuple[dict, dict[str, str]]:
     """The recipe fields set on the command line, and the option that set each (--epochs wins over --set)."""
     overrides = parse_overrides(args.set)
@@ -276,6 +297,13 @@ def check_batches(recipe: Recipe, args: argparse.Namespace) -> None:
     from harness.batching import mixes_pairs, split_batch
 
     split_batch(recipe.batch_size, int(os.environ.get("WORLD_SIZE", "1")), args.micro_batch, even=mixes_pairs(recipe))
+
+
+def check_dump_options(args: argparse.Namespace) -> None:
+    if args.format != "harness" and args.dump_recipe is None:
+        raise ConfigError(f"--format {args.format} goes with --dump-recipe FILE.yaml")
+    if args.processes is not None and args.format != "timm":
+        raise ConfigError("--processes goes with --dump-recipe FILE.yaml --format timm")
 
 
 def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
@@ -306,12 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or args.schema:
         return _describe(args)
     try:
+        check_dump_options(args)
         seeds = parse_seeds(args.seeds, args.seed, args.resume is not None)
         runs = [argparse.Namespace(**{**vars(args), "seed": seed}) for seed in seeds]
         plans = [plan_run(run) for run in runs]
         budget_limits(plans[0].budget)
         from harness.results import check_writable
 
+        if args.dump_recipe is not None and args.format == "timm":
+            return dump_timm_args(plans[0], args)
         if args.dump_recipe is not None:
             return dump_recipe(plans[0], args.dump_recipe)
         check_writable(args.output)
@@ -371,6 +402,44 @@ def dump_recipe(plan: Plan, path: Path) -> int:
     atomic_write_text(path, text)
     print(f"wrote {path}")
     return 0
+
+
+def dump_timm_args(plan: Plan, args: argparse.Namespace) -> int:
+    """Write the planned recipe as the args.yaml timm's train.py trains it from (`train.py -c FILE`), and print
+    what train.py will not do the same and the command line."""
+    import yaml
+
+    from harness.results import atomic_write_text
+    from harness.timm_args import export_notices, timm_args_from_recipe, train_py_command
+
+    path = args.dump_recipe
+    if path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"--dump-recipe {path} --format timm must end in .yaml or .yml (train.py -c reads YAML)")
+    processes = args.processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_process, left = divmod(plan.recipe.batch_size, processes)
+    if left:
+        raise ConfigError(f"--processes {processes} does not divide the global batch {plan.recipe.batch_size}")
+    if args.micro_batch is not None and per_process % args.micro_batch:
+        raise ConfigError(f"--micro-batch {args.micro_batch} does not divide the per-process batch {per_process}")
+    accumulation = per_process // args.micro_batch if args.micro_batch else 1
+    timm_args = timm_args_from_recipe(plan.recipe, processes, accumulation, folder_classes(plan.dataset, args.data_dir))
+    atomic_write_text(path, yaml.safe_dump(timm_args, default_flow_style=False))
+    print(f"wrote {path} (timm train.py settings)")
+    caps = budget_limits(plan.budget)
+    if caps.max_train_samples is not None:
+        print(f"note: the {plan.budget} budget's cap of {caps.max_train_samples} training images has no train.py flag")
+    for notice in [*plan.notices, *export_notices(plan.recipe, timm_args)]:
+        print(f"note: {notice}")
+    print(f"train it with timm's train.py: {train_py_command(path, processes, args.data_dir)}")
+    return 0
+
+
+def folder_classes(dataset: str, data_dir: Path | None) -> int | None:
+    """The class count of an image-folder dataset in --data-dir (its train/ class folders), else None."""
+    train = data_dir / "train" if data_dir is not None else None
+    if dataset not in ("folder", "imagenet") or train is None or not train.is_dir():
+        return None
+    return sum(1 for p in train.iterdir() if p.is_dir()) or None
 
 
 def torch_deterministic() -> None:
