@@ -60,9 +60,10 @@ def make_folder(folder: Path, train_per_class: int, val_per_class: int) -> None:
 def export(work: Path, data: Path) -> tuple[Path, Path]:
     """The recipe resolved for the folder (recipe.yaml) and as train.py's args.yaml, both written by the harness."""
     recipe, args = work / "recipe.yaml", work / "args.yaml"
-    base = [*HARNESS, "--recipe", str(RECIPE), "--dataset", "folder", "--data-dir", str(data)]
-    subprocess.run([*base, "--dump-recipe", str(recipe)], check=True, cwd=ROOT)
-    subprocess.run([*HARNESS, "--recipe", str(recipe), "--dump-recipe", str(args), "--format", "timm"], check=True)
+    folder = ["--dataset", "folder", "--data-dir", str(data)]
+    subprocess.run([*HARNESS, "--recipe", str(RECIPE), *folder, "--dump-recipe", str(recipe)], check=True, cwd=ROOT)
+    timm_format = ["--dump-recipe", str(args), "--format", "timm"]
+    subprocess.run([*HARNESS, "--recipe", str(recipe), *folder, *timm_format], check=True, cwd=ROOT)
     return recipe, args
 
 
