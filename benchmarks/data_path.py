@@ -42,6 +42,7 @@ from timm.data import create_dataset, create_loader  # noqa: E402
 
 from benchmarks.throughput import write_readme  # noqa: E402
 from harness.data.autoaugment import device_policy, unsupported_on_device  # noqa: E402
+from harness.data.decode import DecodingLoader, DeviceDecoder, EncodedTrainTransform, collate_encoded  # noqa: E402
 from harness.data.device import DeviceLoader, DeviceStage  # noqa: E402
 from harness.data.loader import make_loader  # noqa: E402
 from harness.data.readers.folder import SkippingImageFolder  # noqa: E402
@@ -54,14 +55,15 @@ CPU = torch.device("cpu")
 A3_MICRO_BATCH = 256  # RSB A3's global batch of 2048 as 8 micro-batches of 256 on one GPU
 
 
-def make_jpeg_folder(root: Path, images: int, classes: int = 10, seed: int = 0) -> Path:
+def make_jpeg_folder(root: Path, images: int, classes: int = 10, seed: int = 0, first: int = 0) -> Path:
     """ImageNet-sized JPEGs (500 x 375, quality 90) cut from scikit-learn's two sample photographs: random crops at
-    random scales, flipped at random, so every file decodes to different pixels."""
+    random scales, flipped at random, so every file decodes to different pixels. Files are numbered from `first`
+    (several processes can fill one folder)."""
     from sklearn.datasets import load_sample_images
 
     photos = [Image.fromarray(p) for p in load_sample_images().images]
     rng = np.random.default_rng(seed)
-    for i in range(images):
+    for i in range(first, first + images):
         photo = photos[i % len(photos)]
         w = int(rng.integers(300, photo.width + 1))
         h = min(photo.height, int(w * 0.75))
@@ -103,18 +105,25 @@ def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool, device
     )
 
 
-def harness_loader(folder: Path, batch: int, workers: int, policy_on_device: bool, device: torch.device = CPU):
+def harness_loader(
+    folder: Path, batch: int, workers: int, policy_on_device: bool, device: torch.device = CPU, decode: bool = False
+):
     """The harness's per-image path: uint8 workers, accelerate's move to the device (pinned, non-blocking on a GPU),
-    then the device stage (the policy there or in the workers)."""
+    then the device stage (the policy there or in the workers). With `decode` the workers hand over JPEG bytes and
+    timm's draws, decoded on `device` one batch ahead (harness.data.decode)."""
     recipe = a3_recipe()
     train_tf, _ = build_transforms(recipe, 3, aa_in_workers=not policy_on_device)
     cuda = device.type == "cuda"
-    loader = make_loader(SkippingImageFolder(folder, train_tf), batch, True, workers, 0, cuda)
+    dataset = SkippingImageFolder(folder, EncodedTrainTransform(recipe) if decode else train_tf)
+    loader = make_loader(dataset, batch, True, workers, 0, cuda, collate_fn=collate_encoded if decode else None)
     loader = prepare_data_loader(
         loader, device, num_processes=1, process_index=0, put_on_device=True, non_blocking=cuda
     )
     policy = device_policy(recipe, device) if policy_on_device else None
-    return DeviceLoader(loader, DeviceStage(recipe, device, train=True, policy=policy), 0, 0, device)
+    stage = DeviceStage(recipe, device, train=True, policy=policy)
+    if decode:
+        return DecodingLoader(loader, stage, DeviceDecoder(recipe.img_size, device, dataset), 0, 0, device)
+    return DeviceLoader(loader, stage, 0, 0, device)
 
 
 def _children_cpu_s() -> float:
@@ -153,12 +162,15 @@ def _epochs(loader):
         epoch += 1
 
 
-def end_to_end(make, batches: int, device: torch.device = CPU) -> float:
+def end_to_end(make, batches: int, device: torch.device = CPU, warmup: int = 1) -> float:
     """Images per second through the whole loader (workers and the per-batch work on the device), epoch after
-    epoch, each batch on the device as a float tensor when the clock stops."""
+    epoch, each batch on the device as a float tensor when the clock stops; the clock starts after `warmup`
+    batches (workers spawned, their queues filled: the steady state)."""
     loader = make()
     stream = _epochs(loader)
-    next(stream)  # start-up: workers spawn and fill their queues
+    for _ in range(warmup):
+        next(stream)
+    _sync(device)
     seen, start = 0, time.perf_counter()
     for i, (x, _) in enumerate(stream):
         x = x.to(device, non_blocking=True).float()  # timm's loader without prefetcher leaves this to train.py
@@ -177,6 +189,8 @@ PIPELINES = {
     "timm train.py, prefetcher": lambda f, b, w, d: timm_loader(f, b, w, True, d),
     "harness, policy in workers": lambda f, b, w, d: harness_loader(f, b, w, False, d),
     "harness, policy on the device": lambda f, b, w, d: harness_loader(f, b, w, True, d),
+    # decode_jpeg on `d`: on a CPU-only machine the host decodes, the same code path as nvJPEG's on a GPU
+    "harness, decode on the device": lambda f, b, w, d: harness_loader(f, b, w, True, d, decode=True),
 }
 REFERENCE = "timm train.py, prefetcher"
 
@@ -189,9 +203,11 @@ def measure(
     only: list[str] | None,
     workers: tuple[int, ...] = (1, 2),
     device: torch.device = CPU,
+    warmup: int = 1,
+    rate_folder: Path | None = None,
 ) -> list[dict]:
     """Per pipeline: one worker's CPU time per image (worker-side work is the same whatever the device), and the
-    end-to-end rate with each count of `workers`."""
+    end-to-end rate with each count of `workers` after `warmup` batches (on `rate_folder`, default `folder`)."""
     rows = []
     for name, make in PIPELINES.items():
         if only and name not in only:
@@ -201,7 +217,8 @@ def measure(
         torch.manual_seed(0)
         row = {"pipeline": name, **worker_ms_per_image(lambda m=make: m(folder, batch, 1, CPU), epochs)}
         for n in workers:
-            row[f"img_per_s_{n}w"] = end_to_end(lambda m=make, n=n: m(folder, batch, n, device), batches, device)
+            make_n = lambda m=make, n=n: m(rate_folder or folder, batch, n, device)  # noqa: E731
+            row[f"img_per_s_{n}w"] = end_to_end(make_n, batches, device, warmup)
         rows.append(row)
         print(f"{name}: {row['worker_ms_per_image']:.2f} ms/image", flush=True)
     reference = next((r["worker_ms_per_image"] for r in rows if r["pipeline"] == REFERENCE), None)

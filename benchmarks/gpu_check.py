@@ -4,14 +4,21 @@ Markdown with the device named. `benchmarks/gpu_check.sh` installs what it needs
     python benchmarks/gpu_check.py --data-dir DIR_WITH_FASHION_MNIST --out benchmarks/results/gpu-check
     python benchmarks/gpu_check.py --quick ...     # every step at a tiny size (a CPU can run it)
 
-Steps, each timed and recorded even when another fails:
+Steps, each timed and recorded even when another fails, the most telling first; a step that would overrun the
+check's time budget (`--budget-s`) is recorded as skipped:
+0. The main job end to end (benchmarks/main_job.py): RSB A3 at its published setting (ResNet-50, 160 px, bf16,
+   channels_last, LAMB, BCE, Mixup/CutMix, RandAugment on the device, per-process batch 256) trained from a folder of
+   51,200 generated ImageNet-sized JPEGs, timed in the steady state, for the harness with decode on the device and in
+   14 workers, timm's train.py (`--timm-train-py`) with its prefetcher and 14 workers, and the bare model; then where
+   a decode-on-device batch's time goes (the profile).
 1. ResNet-50 at RSB A3's 160 px, bf16, channels_last, micro-batch 256 on a fixed random batch: the model alone
    (forward, BCE loss, backward, LAMB step) against the harness's training step (accelerate, Mixup/CutMix, the
    device-side tally, the schedule), without and with torch.compile.
 2. The per-image path on a folder of generated ImageNet-sized JPEGs: timm's train.py loader with its prefetcher
-   against the harness's (policy in the workers, and on the device), end to end with 14 workers.
-3. `rsb_a3 --budget proxy` on Fashion-MNIST on the in-memory path and on the per-image path, then `--eval-only` of
-   the in-memory run's weights, which must give the run's own evaluation.
+   against the harness's (policy in the workers, on the device, and decode on the device), end to end with 14
+   workers, timed after 28 warm-up batches on the main job's folder.
+3. `rsb_a3 --budget proxy` (one epoch) on Fashion-MNIST on the in-memory path and on the per-image path, then
+   `--eval-only` of the in-memory run's weights, which must give the run's own evaluation.
 4. The recipes' RandAugment/AutoAugment/AugMix policies on the device: time per batch, no host sync, the same draws
    giving the CPU's images.
 """
@@ -22,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks import data_path  # noqa: E402
+from benchmarks import data_path, main_job  # noqa: E402
 from harness.build import build_mixup, build_model, build_optimizer, build_scheduler, build_train_loss  # noqa: E402
 from harness.engine import DeviceTally, Trainer, count_update, train_micro_step  # noqa: E402
 from harness.results import atomic_write_json, atomic_write_text, versions  # noqa: E402
@@ -102,7 +110,7 @@ def harness_step(micro: int, size: int, compiled: bool):
 
     AcceleratorState._reset_state(reset_partial_state=True)
     recipe = _a3(micro, size)
-    accelerator = make_accelerator(recipe.amp, compile_model=compiled)
+    accelerator = make_accelerator(recipe.amp, compile_model=compiled, amp_dtype="bfloat16")
     model = build_model(recipe, 1000).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -151,12 +159,33 @@ def step_rows(quick: bool, deadline: float) -> list[dict]:
     return rows
 
 
-def loader_rows(quick: bool, folder: Path) -> list[dict]:
+LOADER_PIPELINES = [
+    "timm train.py, prefetcher",
+    "harness, policy in workers",
+    "harness, policy on the device",
+    "harness, decode on the device",
+]
+
+
+def loader_rows(quick: bool, folder: Path, rate_folder: Path) -> list[dict]:
+    """Worker CPU per image over `folder` (one worker), and the steady rate over `rate_folder` with 14 workers after
+    two batches per worker."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     workers = (2,) if quick else (WORKERS,)
     batch, epochs, batches = (16, 1, 3) if quick else (data_path.A3_MICRO_BATCH, 1, 40)
-    only = ["timm train.py, prefetcher", "harness, policy in workers", "harness, policy on the device"]
-    return data_path.measure(folder, batch, epochs, batches, only, workers, device)
+    warmup = 2 * workers[0]
+    return data_path.measure(folder, batch, epochs, batches, LOADER_PIPELINES, workers, device, warmup, rate_folder)
+
+
+def main_job_rows(quick: bool, root: Path, timm_train_py: Path | None, budget_s: float) -> dict:
+    """benchmarks/main_job.py: its folder made here (one process per core), its rows and its profile."""
+    s = main_job.setting(quick)
+    started = time.perf_counter()
+    folder = main_job.make_folder(root / "main-job" / "jpegs", s.images, s.classes)
+    made_s = time.perf_counter() - started
+    rows = main_job.measure(folder, timm_train_py, root / "main-job" / "outputs", s, quick, budget_s - made_s - 60)
+    profile = main_job.profile_process(folder, quick, timeout=max(30, budget_s - (time.perf_counter() - started)))
+    return {"rows": rows, "profile": profile, "images": s.images, "folder_s": made_s, "setting": dataclasses.asdict(s)}
 
 
 def _run(args: list[str], timeout: int) -> dict:
@@ -187,7 +216,7 @@ RUN_KEYS = (
 
 def proxy_rows(quick: bool, data_dir: Path | None, weights: Path) -> list[dict]:
     """rsb_a3 at the proxy budget on Fashion-MNIST on both paths; --eval-only of the in-memory run's weights."""
-    epochs = "1" if quick else "2"
+    epochs = "1"
     data = ["--dataset", "fashion_mnist"] + (["--data-dir", str(data_dir)] if data_dir else [])
     base = ["--recipe", "rsb_a3", "--budget", "smoke" if quick else "proxy", "--epochs", epochs, *data]
     rows = []
@@ -238,6 +267,50 @@ def _markdown(title: str, rows: list[dict]) -> str:
     return f"### {title}\n\n" + frame.to_markdown(index=False, floatfmt=".4g") + "\n"
 
 
+MAIN_JOB_COLUMNS = {
+    "setting": "setting",
+    "img_per_s": "img/s",
+    "vs_bare_model": "vs bare model",
+    "gpu_util_pct": "GPU util %",
+    "host_cores_busy": "host cores busy",
+    "gpu_memory_peak_mib": "GPU memory peak (MiB)",
+    "host_rss_peak_mib": "host RSS peak (MiB)",
+    "updates_timed": "updates timed",
+    "window_s": "window (s)",
+    "error": "error",
+}
+PROFILE_COLUMNS = {
+    "stage": "stage",
+    "training_process_cpu_ms": "training process CPU ms / batch",
+    "device_ms": "device ms / batch",
+    "worker_cpu_ms": "worker CPU ms / batch",
+    "wall_ms": "wall ms / batch",
+}
+
+
+def _table(title: str, rows: list[dict], columns: dict[str, str]) -> str:
+    """A titled table of `columns` (those the rows have): a value measured as None (the device's time on a CPU)
+    says not measured, one a row does not have is left empty."""
+    if not rows:
+        return f"### {title}\n\nnot measured\n"
+    shown_columns = [c for c in columns if any(c in r for r in rows)]
+    cells = [{c: ("not measured" if r[c] is None else r[c]) if c in r else "" for c in shown_columns} for r in rows]
+    shown = pd.DataFrame(cells, columns=shown_columns).rename(columns=columns)
+    return f"### {title}\n\n" + shown.to_markdown(index=False, floatfmt=".4g") + "\n"
+
+
+def _main_job(record: dict) -> list[str]:
+    job = record.get("main_job") or {}
+    title = "RSB A3 from JPEGs end to end (steady state): the harness, timm's train.py and the bare model"
+    if job:
+        s = job["setting"]
+        window = f"updates {s['warmup']}-{s['warmup'] + s['timed']}"
+        title += f", {job['images']} JPEGs, batch {s['batch']}, {s['size']} px, {window}"
+    profile_title = "Where a decode-on-device batch's time goes (stages run one after another, timed apart)"
+    return [_table(title, job.get("rows", []), MAIN_JOB_COLUMNS),
+            _table(profile_title, job.get("profile", []), PROFILE_COLUMNS)]  # fmt: skip
+
+
 def render(record: dict) -> str:
     meta = record["meta"]
     lines = [
@@ -245,6 +318,7 @@ def render(record: dict) -> str:
         f"{meta['versions']['timm']}, accelerate {meta['versions']['accelerate']}, {meta['measured_at']}, "
         f"{meta['seconds']:.0f} s in all.",
         "",
+        *_main_job(record),
         _markdown("Training step: model alone vs the harness (fixed random batch)", record["step"]),
         _markdown("The recipes' RandAugment/AutoAugment/AugMix policies on the device", record["policy"]),
         _markdown("Per-image path on generated ImageNet-sized JPEGs", record["loader"]),
@@ -252,6 +326,8 @@ def render(record: dict) -> str:
     ]
     for step, error in record["errors"].items():
         lines.append(f"- {step} failed: {error}")
+    for step, why in record.get("skipped", {}).items():
+        lines.append(f"- {step} skipped: {why}")
     return "\n".join(lines) + "\n"
 
 
@@ -277,9 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, help="Fashion-MNIST (the .gz files or FashionMNIST/raw)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu-check")
-    p.add_argument("--images", type=int, default=2000, help="generated JPEGs for the per-image path")
+    p.add_argument("--images", type=int, default=1024, help="generated JPEGs for the loaders' worker CPU time")
     p.add_argument("--quick", action="store_true", help="every step at a tiny size")
-    p.add_argument("--budget-s", type=float, default=300, help="start no compiled pair after this many seconds")
+    p.add_argument("--budget-s", type=float, default=500, help="the whole check's seconds: later steps are skipped")
+    p.add_argument(
+        "--timm-train-py", type=Path, help="timm's train.py (a pytorch-image-models checkout) for the main job"
+    )
+    p.add_argument("--steps", default=",".join(STEP_NEEDS_S), help=f"comma-separated, of {', '.join(STEP_NEEDS_S)}")
+    p.add_argument("--dry-run", action="store_true", help="print each step and the commands it would run")
     p.add_argument("--compiled-only", action="store_true", help="measure only the torch.compile pair (compile.json)")
     p.add_argument("--render", action="store_true", help="render --out's records as Markdown (and --readme)")
     p.add_argument("--readme", type=Path, help="with --render: replace the GPU check block of this Markdown file")
@@ -289,20 +370,44 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.render:
         return render_records(args.out, args.readme)
+    steps = [step for step in args.steps.split(",") if step]
+    unknown = [step for step in steps if step not in STEP_NEEDS_S]
+    if unknown:
+        p.error(f"--steps {args.steps}: unknown step {unknown[0]}; steps: {', '.join(STEP_NEEDS_S)}")
+    if args.dry_run:
+        return dry_run(args, steps)
+    return check(args, steps)
+
+
+# The seconds a step needs at least on the GPU machine; one that has less left is recorded as skipped.
+STEP_NEEDS_S = {"main_job": 200, "policy": 10, "loader": 70, "step": 20, "proxy": 300}
+
+
+def check(args: argparse.Namespace, names: list[str]) -> int:
     started = time.perf_counter()
-    record = {"step": [], "policy": [], "loader": [], "proxy": [], "errors": {}}
+    record = {"main_job": {}, "step": [], "policy": [], "loader": [], "proxy": [], "errors": {}, "skipped": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = data_path.make_jpeg_folder(Path(tmp) / "jpegs", 64 if args.quick else args.images)
+        main_job_folder = Path(tmp) / "main-job" / "jpegs" / "train"
         steps = {  # the most telling first: a later step may meet the time budget
-            "proxy": lambda: proxy_rows(args.quick, args.data_dir, Path(tmp) / "rsb_a3.safetensors"),
-            "policy": lambda: policy_rows(args.quick),
-            "loader": lambda: loader_rows(args.quick, folder),
-            "step": lambda: step_rows(args.quick, started + args.budget_s),
+            "main_job": lambda left: main_job_rows(args.quick, Path(tmp), args.timm_train_py, min(left, 290)),
+            "policy": lambda left: policy_rows(args.quick),
+            "loader": lambda left: loader_rows(
+                args.quick, folder, main_job_folder if main_job_folder.is_dir() else folder
+            ),
+            "step": lambda left: step_rows(args.quick, started + args.budget_s - 90),
+            "proxy": lambda left: proxy_rows(args.quick, args.data_dir, Path(tmp) / "rsb_a3.safetensors"),
         }
-        for name, run in steps.items():
+        for name in names:
+            left = args.budget_s - (time.perf_counter() - started)
             print(f"[{time.perf_counter() - started:.0f} s] {name}", flush=True)
+            if left < STEP_NEEDS_S[name] and not args.quick:
+                record["skipped"][name] = (
+                    f"{left:.0f} s of the check's {args.budget_s:.0f} s left; it needs about {STEP_NEEDS_S[name]} s"
+                )
+                continue
             try:
-                record[name] = run()
+                record[name] = steps[name](left)
             except Exception as e:  # one failing step must not lose the others' measurements
                 traceback.print_exc()
                 record["errors"][name] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -310,6 +415,31 @@ def main(argv: list[str] | None = None) -> int:
             write(record, args, started)  # after every step, so a check cut short keeps what it measured
     print(render(record))
     return 1 if record["errors"] else 0
+
+
+def dry_run(args: argparse.Namespace, names: list[str]) -> int:
+    """Each step and what it runs, without running anything."""
+    s = main_job.setting(args.quick)
+    folder, out = Path("<tmp>/main-job/jpegs"), Path("<tmp>/main-job/outputs")
+    descriptions = {
+        "main_job": f"make {s.images} train JPEGs of 500x375 (quality 90) in {folder} ({s.classes} classes, one "
+        f"process per core); time updates {s.warmup}-{s.warmup + s.timed} of each row (batch {s.batch}, "
+        f"{s.size} px); then the profile",
+        "policy": "the recipes' policies on the device (benchmarks/autoaugment_device.py)",
+        "loader": f"loaders side by side: {', '.join(LOADER_PIPELINES)}",
+        "step": "the training step: model alone vs the harness, without and with torch.compile",
+        "proxy": "rsb_a3 --budget proxy --epochs 1 on Fashion-MNIST, both paths, then --eval-only",
+    }
+    for name in names:
+        print(f"step {name} (needs about {STEP_NEEDS_S[name]} s): {descriptions[name]}")
+        if name == "main_job":
+            rows = main_job.row_commands(folder, args.timm_train_py, out, s, args.quick, cuda=not args.quick)
+            for setting, command in rows.items():
+                print(f"  {setting}: $ {shlex.join(command)}")
+            if args.timm_train_py is None:
+                print("  timm train.py: not run (no --timm-train-py)")
+            print(f"  profile: $ {sys.executable} {ROOT / 'benchmarks' / 'main_job.py'} profile --folder {folder}")
+    return 0
 
 
 def compiled_pair() -> dict:
@@ -347,6 +477,7 @@ def with_compiled_pair(record: dict, compiled: dict | None) -> dict:
 def write(record: dict, args: argparse.Namespace, started: float) -> None:
     record["meta"] = {
         "command": "benchmarks/gpu_check.sh" + (" --quick" if args.quick else ""),
+        "timm_train_py": str(args.timm_train_py) if args.timm_train_py else None,
         "device": device_name(),
         "versions": versions(),
         "measured_at": time.strftime("%Y-%m-%d"),

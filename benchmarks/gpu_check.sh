@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The GPU check in one command of at most about 8 minutes on one GPU (an H100 or H200 with 16 CPU cores) on a
+# The GPU check in one command of at most about 9 minutes on one GPU (an H100 or H200 with 16 CPU cores) on a
 # machine with no package index: it installs what the project needs from a wheel folder made beforehand, brings
-# its data (Fashion-MNIST; the JPEG folder is generated there), measures (benchmarks/gpu_check.py says what) and
-# writes gpu_check.json and gpu_check.md, the device named.
+# its data (Fashion-MNIST; the JPEG folders are generated there) and timm's train.py (a pytorch-image-models
+# checkout copied into .gpu/ by --prepare), measures (benchmarks/gpu_check.py says what) and writes
+# gpu_check.json and gpu_check.md, the device named.
 #
-#   benchmarks/gpu_check.sh --prepare    # where the package index is: the wheel folder and the data, in .gpu/
+#   benchmarks/gpu_check.sh --prepare --timm-checkout DIR   # where the package index is: wheels, data, timm's
+#                                                           # train.py and timm/ from the checkout DIR, in .gpu/
 #   benchmarks/gpu_check.sh              # on the GPU machine, from the repository root (with .gpu/ copied along)
-#   benchmarks/gpu_check.sh --dry-run    # print every command instead of running it (with --prepare too)
+#   benchmarks/gpu_check.sh --dry-run    # print every command instead of running it (with --prepare too), and
+#                                        # each step of gpu_check.py with the commands it runs (timm's train.py's)
+#   benchmarks/gpu_check.sh --timm-train-py PATH   # timm's train.py (default .gpu/pytorch-image-models/train.py)
 #   benchmarks/gpu_check.sh --quick      # every step at a tiny size; runs on a CPU
 #   benchmarks/gpu_check.sh --no-install # use the environment as it is (one that has the project's dependencies)
 #   benchmarks/gpu_check.sh --out DIR    # where the results go (default benchmarks/results/gpu-check)
@@ -21,7 +25,7 @@ FASHION_MNIST=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 # machines run the same timm.
 CARRIED=(pydantic pydantic-core annotated-types typing-inspection timm)
 
-dry=0 prepare=0 install=1 out=benchmarks/results/gpu-check extra=()
+dry=0 prepare=0 install=1 out=benchmarks/results/gpu-check extra=() checkout= train_py=
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
@@ -29,7 +33,10 @@ while [ $# -gt 0 ]; do
     --quick) extra+=(--quick) ;;
     --no-install) install=0 ;;
     --out) out=$2; shift ;;
-    *) echo "error: unknown option $1; options: --prepare --dry-run --quick --no-install --out DIR" >&2; exit 2 ;;
+    --timm-checkout) checkout=$2; shift ;;
+    --timm-train-py) train_py=$2; shift ;;
+    *) echo "error: unknown option $1; options: --prepare --dry-run --quick --no-install --out DIR" \
+      "--timm-checkout DIR --timm-train-py PATH" >&2; exit 2 ;;
   esac
   shift
 done
@@ -58,6 +65,15 @@ if [ "$prepare" -eq 1 ]; then
     -d "$GPU_DIR/wheels" $pins
   run cp "$FASHION_MNIST"/train-images-idx3-ubyte.gz "$FASHION_MNIST"/train-labels-idx1-ubyte.gz \
     "$FASHION_MNIST"/t10k-images-idx3-ubyte.gz "$FASHION_MNIST"/t10k-labels-idx1-ubyte.gz "$GPU_DIR/data/fashion-mnist/"
+  if [ -n "$checkout" ]; then
+    if [ ! -f "$checkout/train.py" ] || [ ! -d "$checkout/timm" ]; then
+      echo "error: --timm-checkout $checkout has no train.py and timm/; pass a pytorch-image-models checkout" >&2
+      exit 2
+    fi
+    # train.py beside the checkout's own timm/ (Python puts the script's folder first on sys.path); no tests, docs
+    run mkdir -p "$GPU_DIR/pytorch-image-models"
+    run cp -r "$checkout/train.py" "$checkout/timm" "$GPU_DIR/pytorch-image-models/"
+  fi
   exit 0
 fi
 
@@ -71,4 +87,13 @@ if [ "$install" -eq 1 ]; then
   echo "+ export PYTHONPATH=$PYTHONPATH"
 fi
 if command -v nvidia-smi >/dev/null; then run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; fi
-run "$PYTHON" benchmarks/gpu_check.py --data-dir "$GPU_DIR/data/fashion-mnist" --out "$out" "${extra[@]}"
+train_py=${train_py:-$GPU_DIR/pytorch-image-models/train.py}
+if [ "$dry" -eq 0 ] && [ ! -f "$train_py" ]; then
+  echo "error: no timm train.py at $train_py; run --prepare --timm-checkout DIR or pass --timm-train-py PATH" >&2
+  exit 2
+fi
+run "$PYTHON" benchmarks/gpu_check.py --data-dir "$GPU_DIR/data/fashion-mnist" --out "$out" \
+  --timm-train-py "$train_py" "${extra[@]}"
+if [ "$dry" -eq 1 ]; then
+  "$PYTHON" benchmarks/gpu_check.py --dry-run --timm-train-py "$train_py" "${extra[@]}"
+fi

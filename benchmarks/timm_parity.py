@@ -46,7 +46,7 @@ def make_folder(folder: Path, train_per_class: int, val_per_class: int) -> None:
 
     if (folder / "done").is_file():
         return
-    train, val = idx_splits("fashion_mnist", None, False, None, None)
+    train, val, _ = idx_splits("fashion_mnist", None, False, None, None)
     for split, data, per_class in (("train", train, train_per_class), ("val", val, val_per_class)):
         labels = np.asarray(data.targets)
         for label in range(10):
@@ -60,9 +60,10 @@ def make_folder(folder: Path, train_per_class: int, val_per_class: int) -> None:
 def export(work: Path, data: Path) -> tuple[Path, Path]:
     """The recipe resolved for the folder (recipe.yaml) and as train.py's args.yaml, both written by the harness."""
     recipe, args = work / "recipe.yaml", work / "args.yaml"
-    base = [*HARNESS, "--recipe", str(RECIPE), "--dataset", "folder", "--data-dir", str(data)]
-    subprocess.run([*base, "--dump-recipe", str(recipe)], check=True, cwd=ROOT)
-    subprocess.run([*HARNESS, "--recipe", str(recipe), "--dump-recipe", str(args), "--format", "timm"], check=True)
+    folder = ["--dataset", "folder", "--data-dir", str(data)]
+    subprocess.run([*HARNESS, "--recipe", str(RECIPE), *folder, "--dump-recipe", str(recipe)], check=True, cwd=ROOT)
+    timm_format = ["--dump-recipe", str(args), "--format", "timm"]
+    subprocess.run([*HARNESS, "--recipe", str(recipe), *folder, *timm_format], check=True, cwd=ROOT)
     return recipe, args
 
 
@@ -160,8 +161,8 @@ def render(record: dict) -> str:
 
 
 def measure(args: argparse.Namespace) -> None:
-    output = args.output.resolve()
-    data, work = output / "data", output / "work"
+    output, work = args.output.resolve(), args.work.resolve()
+    data = work / "data"
     work.mkdir(parents=True, exist_ok=True)
     make_folder(data, args.train_per_class, args.val_per_class)
     recipe, args_file = export(work, data)
@@ -179,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--timm-train-py", type=Path, help="train.py of a pytorch-image-models checkout")
     p.add_argument("--output", type=Path, default=ROOT / "runs" / "timm-parity")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "timm-parity-work", help="the PNG folders, exports")
     p.add_argument("--render", type=Path, help="only render the record of this earlier --output")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     p.add_argument("--train-per-class", type=int, default=1000)

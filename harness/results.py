@@ -185,6 +185,10 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         # The per-image path's workers hand over uint8; conversion, normalisation and erasing run on the device.
         "worker_output": "uint8" if run.data_path == "workers" else None,
         "augment_on": run.augment_on,
+        # Where training images were decoded (None: the in-memory path, or images not read from files), and the
+        # distinct training images decoded in the workers instead of on the device, by reason.
+        "decode_on": run.decode_on,
+        "decode_fallbacks": run.decode_fallbacks,
         "channels_last": True,
         "compiled": args.compile,
         "peak_rss_mb": peak_rss_mb(),

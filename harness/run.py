@@ -34,6 +34,7 @@ from harness.config import (
     shorten_warmup,
 )
 from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, catalog_name, check_available, dataset_info
+from harness.data.decode import DECODE_ON, with_decode
 from harness.data.route import AUGMENT_ON, LOADERS, RouteError, choose_route
 from harness.options import OneLineErrorParser, describe_range, int_in_range
 from harness.recipe_files import SUFFIXES, recipe_mapping, recipe_yaml, resolve
@@ -116,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="where the recipe's RandAugment/AutoAugment/AugMix policy runs: device (batched, per sample) or "
         "workers (per image, in PIL); auto (default): the device wherever it has the policy",
+    )
+    p.add_argument(
+        "--decode-on",
+        choices=DECODE_ON,
+        default="auto",
+        help="where training JPEGs are decoded on the per-image path: device (the workers read bytes and draw the "
+        "crops; one batched decode_jpeg per batch, nvJPEG on a GPU) or workers (PIL); auto (default): the device "
+        "where CUDA and torchvision's nvJPEG are there",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
     p.add_argument(
@@ -223,7 +232,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     recipe, size_notice = follow_test_size(published, recipe, overrides)
     notices += [size_notice] if size_notice else []
     try:
-        choose_route(args.loader, args.augment_on, recipe, dataset, int(os.environ.get("WORLD_SIZE", "1")))
+        route = choose_route(args.loader, args.augment_on, recipe, dataset, int(os.environ.get("WORLD_SIZE", "1")))
+        with_decode(route, args.decode_on, recipe, None if synthetic else source)
     except RouteError as e:
         raise ConfigError(str(e)) from None
     if args.pretrained_file is not None and not args.pretrained_file.is_file():

@@ -56,6 +56,7 @@ from harness.data import (
     unreadable_images,
 )
 from harness.data.autoaugment import device_policy
+from harness.data.decode import decode_fallbacks, with_decode
 from harness.data.loader import worker_eval_loader, worker_train_loader
 from harness.data.memory import memory_loaders
 from harness.data.route import DataRoute, RouteError
@@ -130,10 +131,14 @@ def set_cpu_threads(accelerator: Accelerator, requested: int | None) -> int:
     return threads
 
 
-def choose_route(args: argparse.Namespace, recipe, dataset: str, world: int) -> DataRoute:
-    """The data path and where the recipe's policy runs; requests it cannot take were refused while planning."""
+def choose_route(
+    args: argparse.Namespace, recipe, dataset: str, world: int, source: str | None = None, device=None
+) -> DataRoute:
+    """The data path, where the recipe's policy runs and (for images read from `source` on `device`) where the
+    training images are decoded; requests it cannot take were refused while planning."""
     try:
-        return data_route(args.loader, args.augment_on, recipe, dataset, world)
+        route = data_route(args.loader, args.augment_on, recipe, dataset, world)
+        return with_decode(route, getattr(args, "decode_on", "auto"), recipe, source, device)
     except RouteError as e:
         raise ConfigError(str(e)) from None
 
@@ -230,6 +235,8 @@ class BuiltRun:
     wall_start: float
 
     weights: dict | None  # what the model's starting weights were taken from (harness.weights)
+    decode_on: str | None = None  # where training images were decoded ("device", "workers"; None: not from files)
+    decode_fallbacks: dict | None = None  # images decoded in the workers instead (harness.data.decode)
 
     @property
     def world(self) -> int:
@@ -367,7 +374,9 @@ def prepare_loaders(
             recipe, splits.train_set, splits.eval_set, batch, args.seed, accelerator.device, rank, world, policy
         )
         return model, optimizer, train_loader, eval_loader
-    train_loader = worker_train_loader(accelerator, recipe, splits.train_set, batch, args.workers, args.seed, policy)
+    train_loader = worker_train_loader(
+        accelerator, recipe, splits.train_set, batch, args.workers, args.seed, policy, route.decode_on == "device"
+    )
     eval_loader = worker_eval_loader(accelerator, recipe, splits.eval_set, batch, args.workers, args.seed)
     return model, optimizer, train_loader, eval_loader
 
@@ -381,7 +390,8 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
     recipe, split = resolve_for_processes(plan.recipe, accelerator, args.micro_batch)
     if plan.resume_dir is not None:
         check_resumable(plan.resume_dir, recipe, args.seed, args.force)
-    route = choose_route(args, recipe, plan.dataset, accelerator.num_processes)
+    source = None if plan.synthetic_data else (plan.source or plan.dataset)
+    route = choose_route(args, recipe, plan.dataset, accelerator.num_processes, source, accelerator.device)
     splits = (load or load_splits)(plan, args, recipe, route)
     extra = list(splits.limits_note)
     if args.pretrained_file is not None:
@@ -419,6 +429,7 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
         started_at=started_at,
         wall_start=wall_start,
         weights=weights,
+        decode_on=route.decode_on,
     )
 
 
@@ -604,6 +615,7 @@ def fit_attempt(run: BuiltRun, trainer: Trainer, run_dir: Path, signals: SignalF
             print(f"error: {message}", file=sys.stderr)
         return 2
     trainer.stop.close()
+    run.decode_fallbacks = decode_fallbacks(accelerator, run.train_loader)
     accelerator.wait_for_everyone()
     attempt.end("complete", 0)
     if accelerator.is_main_process:

@@ -12,7 +12,11 @@ from tests.conftest import ROOT
 def gpu_check(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHON": sys.executable, **env},
     )
 
 
@@ -22,7 +26,10 @@ def test_dry_run_installs_from_the_wheel_folder_without_an_index_and_runs_the_ch
     commands = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
     install, driver = commands[0], commands[-1]
     assert "-m pip install" in install and "--no-index" in install and f"{tmp_path}/gpu/wheels/*.whl" in install
-    assert driver.endswith(f"benchmarks/gpu_check.py --data-dir {tmp_path}/gpu/data/fashion-mnist --out {tmp_path}/out")
+    assert driver.endswith(
+        f"benchmarks/gpu_check.py --data-dir {tmp_path}/gpu/data/fashion-mnist --out {tmp_path}/out "
+        f"--timm-train-py {tmp_path}/gpu/pytorch-image-models/train.py"
+    )
     assert not (tmp_path / "out").exists() and not (tmp_path / "gpu").exists()
 
 
@@ -42,5 +49,28 @@ def test_without_wheels_or_with_an_unknown_option_it_stops_with_one_line(tmp_pat
     assert "--prepare" in missing.stderr and not (tmp_path / "nothing").exists()
     unknown = gpu_check("--fast")
     assert unknown.returncode == 2 and unknown.stderr.strip() == (
-        "error: unknown option --fast; options: --prepare --dry-run --quick --no-install --out DIR"
+        "error: unknown option --fast; options: --prepare --dry-run --quick --no-install --out DIR --timm-checkout DIR "
+        "--timm-train-py PATH"
     )
+
+
+def test_dry_run_lists_the_main_job_with_timms_train_py_at_a3s_setting_beside_the_harness_and_the_bare_model(tmp_path):
+    result = gpu_check("--dry-run", "--timm-train-py", "/checkout/train.py", GPU_DIR=str(tmp_path / "gpu"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    steps = [line.split()[1] for line in lines if line.startswith("step ")]
+    assert steps == ["main_job", "policy", "loader", "step", "proxy"]  # the main job first
+    main_job = lines[lines.index(next(x for x in lines if x.startswith("step main_job"))) :]
+    assert "57600 train JPEGs of 500x375 (quality 90)" in main_job[0] and "time updates 25-200" in main_job[0]
+    rows = {line.split(": $ ")[0].strip(): line.split(": $ ")[1].split() for line in main_job[1:6]}
+    assert rows["harness, decode on the device"][-2:] == ["--decode-on", "device"]
+    assert rows["harness, decode in 14 workers"][-2:] == ["--decode-on", "workers"]
+    timm = rows["timm train.py, prefetcher, 14 workers"]
+    assert timm[1] == "/checkout/train.py" and "--no-prefetcher" not in timm
+    for flag, value in [("--model", "resnet50"), ("--img-size", "160"), ("--batch-size", "256"), ("--opt", "lamb"),
+                        ("--aa", "rand-m6-mstd0.5-inc1"), ("--mixup", "0.1"), ("--cutmix", "1.0"), ("--workers", "14"),
+                        ("--amp-dtype", "bfloat16")]:  # fmt: skip
+        assert timm[timm.index(flag) + 1] == value, flag
+    assert "--bce-loss" in timm and "--channels-last" in timm
+    assert rows["bare model (fixed batch)"][-1] == "bare" and "profile" in main_job[5]
+    assert not (tmp_path / "gpu").exists()

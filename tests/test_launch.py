@@ -64,7 +64,8 @@ def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:4] == ["rsb_a3", "resnet50", "digits", "smoke"]
     assert cells[4].startswith("78.10 [1]") and cells[5] == f"{summary['eval_top1']:.2f} (1)"
-    assert cells[6] == "—" and cells[7] == "not comparable"
+    assert cells[6] == f"{summary['best_eval_top1']:.2f}"  # one epoch: the best is the last
+    assert cells[7] == "—" and cells[8] == "not comparable"
 
 
 def test_two_process_launch_with_repeated_augmentation_counts_each_eval_image_once(tmp_path):

@@ -105,6 +105,21 @@ def test_mid_epoch_resume_of_rsb_a3_with_randaugment_on_the_device_matches(tmp_p
     assert (summary["data_path"], summary["augment_on"]) == ("memory", "device")
 
 
+def test_mid_epoch_resume_with_timms_augmentation_in_persistent_workers_matches(tmp_path):
+    """RSB A1's PIL RandAugment and crops in a worker: a resumed run's new worker draws each sample as before."""
+    args = ["--recipe", "rsb_a1", *SMOKE, "--loader", "workers", "--augment-on", "workers", "--workers", "1"]
+    args += ["--save-every", "2", "--keep", "10"]
+    assert main([*args, "--output", str(tmp_path)]) == 0
+    run = run_dir_of(tmp_path)
+    uninterrupted = losses(run)
+    for later in complete_checkpoints(run)[3:]:
+        shutil.rmtree(later)
+    (run / "summary.json").unlink()
+    assert run_cli("--resume", str(run)).returncode == 0
+    assert losses(run) == uninterrupted
+    assert only_summary(tmp_path)["augment_on"] == "workers"
+
+
 def test_mid_epoch_resume_with_accumulation_skips_the_consumed_batches_and_matches(tmp_path):
     assert main([*ACCUMULATED, "--output", str(tmp_path)]) == 0
     run = run_dir_of(tmp_path)

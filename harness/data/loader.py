@@ -11,6 +11,7 @@ from accelerate.data_loader import prepare_data_loader
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset
 
+from harness.data.decode import DecodingLoader, DeviceDecoder, collate_encoded
 from harness.data.device import DeviceLoader, DeviceStage
 from harness.data.seeding import NumberedRepeats, SeededSamples
 from harness.data.unreadable import collate_readable
@@ -18,10 +19,17 @@ from recipes import Recipe
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int, pin_memory: bool, sampler=None
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    workers: int,
+    seed: int,
+    pin_memory: bool,
+    sampler=None,
+    collate_fn=None,
 ) -> DataLoader:
     """A DataLoader that shuffles (by `seed`) and drops the last partial batch in training; a `sampler` replaces the
-    shuffle."""
+    shuffle, a `collate_fn` the collation around undecodable images (`collate_readable`)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -32,12 +40,12 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed) if sampler is None else None,
-        collate_fn=functools.partial(collate_readable, train=train),
+        collate_fn=collate_fn or functools.partial(collate_readable, train=train),
     )
 
 
 def _sharded_train_loader(
-    accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int
+    accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int, collate_fn=None
 ):
     """Repeated augmentation shards by itself (timm's RepeatAugSampler); otherwise accelerate shards. The shuffle is
     the same on every process (a function of seed and epoch); each sample's augmentation is its process's own."""
@@ -51,21 +59,35 @@ def _sharded_train_loader(
             num_repeats=recipe.aug_repeats,
         )
         sampler = NumberedRepeats(repeats, len(dataset))
-        loader = make_loader(dataset, batch, True, workers, seed, pin, sampler=sampler)
+        loader = make_loader(dataset, batch, True, workers, seed, pin, sampler=sampler, collate_fn=collate_fn)
         # The sampler already shards; accelerate only moves the batches (it leaves them on the host unless asked).
         return prepare_data_loader(
             loader, accelerator.device, num_processes=1, process_index=0, put_on_device=True, non_blocking=pin
         )
-    return accelerator.prepare(make_loader(dataset, batch, True, workers, seed, pin))
+    return accelerator.prepare(make_loader(dataset, batch, True, workers, seed, pin, collate_fn=collate_fn))
 
 
 def worker_train_loader(
-    accelerator: Accelerator, recipe: Recipe, dataset: Dataset, batch: int, workers: int, seed: int, policy=None
+    accelerator: Accelerator,
+    recipe: Recipe,
+    dataset: Dataset,
+    batch: int,
+    workers: int,
+    seed: int,
+    policy=None,
+    decode_on_device: bool = False,
 ) -> DeviceLoader:
-    """Training batches from workers, finished on the device (`policy`: the recipe's policy run there, if any)."""
-    loader = _sharded_train_loader(accelerator, recipe, dataset, batch, workers, seed)
-    stage = DeviceStage(recipe, accelerator.device, train=True, policy=policy)
-    return DeviceLoader(loader, stage, seed, accelerator.process_index, accelerator.device)
+    """Training batches from workers, finished on the device (`policy`: the recipe's policy run there, if any).
+    With `decode_on_device` the workers hand over JPEG bytes and timm's draws (a dataset whose transform is
+    `harness.data.decode.EncodedTrainTransform`), decoded on the device one batch ahead."""
+    device, rank = accelerator.device, accelerator.process_index
+    stage = DeviceStage(recipe, device, train=True, policy=policy)
+    if not decode_on_device:
+        return DeviceLoader(
+            _sharded_train_loader(accelerator, recipe, dataset, batch, workers, seed), stage, seed, rank, device
+        )
+    loader = _sharded_train_loader(accelerator, recipe, dataset, batch, workers, seed, collate_encoded)
+    return DecodingLoader(loader, stage, DeviceDecoder(recipe.img_size, device, dataset), seed, rank, device)
 
 
 def worker_eval_loader(

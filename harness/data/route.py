@@ -22,6 +22,9 @@ class RouteError(ValueError):
 class DataRoute:
     path: str  # "memory" or "workers"
     augment_on: str | None  # where the recipe's policy runs: "device" or "workers"; None without a policy
+    # where training images are decoded: "device" or "workers"; None where none are decoded from files
+    # (harness.data.decode.choose_decode sets it once the device is known)
+    decode_on: str | None = None
 
 
 def _policy_reason(recipe: Recipe, path: str) -> str | None:

@@ -22,6 +22,7 @@ from PIL import Image
 from timm.data import create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
 
 from recipes import Recipe
 
@@ -50,13 +51,24 @@ class RandomResizedCropToTensor:
         self.timm = RandomResizedCropAndInterpolation(size, scale, ratio, interpolation)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        box, mode = self.draw(image)
+        return self.resize(image, box, mode)
+
+    def draw(self, image: Image.Image) -> tuple[tuple[int, int, int, int], InterpolationMode]:
+        """timm's draws for this image: the box (top, left, height, width) by timm's `get_params`, which reads only
+        the image's size, then the interpolation (timm's random choice where it has several)."""
         timm_crop = self.timm
-        top, left, height, width = timm_crop.get_params(image, timm_crop.scale, timm_crop.ratio)
+        box = timm_crop.get_params(image, timm_crop.scale, timm_crop.ratio)
         mode = timm_crop.interpolation
         if isinstance(mode, tuple | list):
             mode = random.choice(mode)
+        return box, mode
+
+    def resize(self, image: Image.Image, box: tuple[int, int, int, int], mode: InterpolationMode) -> torch.Tensor:
+        """The box of a decoded image as a uint8 tensor at the train size."""
+        top, left, height, width = box
         crop = TF.pil_to_tensor(image.crop((left, top, left + width, top + height)))
-        return TF.resize(crop, list(timm_crop.size), interpolation=mode, antialias=True)
+        return TF.resize(crop, list(self.timm.size), interpolation=mode, antialias=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.timm!r})"
@@ -106,11 +118,20 @@ def worker_transforms(recipe: Recipe, channels: int, route) -> tuple:
     """The per-image transforms a `DataRoute` needs: none on the in-memory path."""
     if route.path == "memory":
         return None, None
-    return build_transforms(recipe, channels, aa_in_workers=route.augment_on == "workers")
+    train, evaluate = build_transforms(recipe, channels, aa_in_workers=route.augment_on == "workers")
+    if getattr(route, "decode_on", None) == "device":
+        from harness.data.decode import EncodedTrainTransform
+
+        train = EncodedTrainTransform(recipe)
+    return train, evaluate
 
 
 def worker_notes(recipe: Recipe, route) -> list[str]:
     """What the run record should say about the workers' transforms."""
     if route.path == "memory" or not resizes_tensors(recipe, route.augment_on == "workers"):
         return []
+    if getattr(route, "decode_on", None) == "device":
+        from harness.data.decode import DECODE_NOTE
+
+        return [DECODE_NOTE.format(interpolation=recipe.interpolation)]
     return [TENSOR_RESIZE_NOTE.format(interpolation=recipe.interpolation)]

@@ -21,6 +21,7 @@ def decode_rgb(data: bytes) -> Image.Image:
 class EncodedImages(Dataset):
     """Map-style images with integer labels: sample i is `read(i)` decoded, transformed, with `targets[i]`.
 
+    A transform that `takes_encoded` (harness.data.decode) gets the bytes instead of the decoded image.
     An image PIL cannot decode gives None and its `name(i)` is appended to `unreadable_log`, as the class-folder
     reader does; `collate_readable` fills the gap. `split` is "train" or "val", the names the run's log uses."""
 
@@ -42,7 +43,10 @@ class EncodedImages(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image = decode_rgb(self.read(index))
+            data = self.read(index)
+            if getattr(self.transform, "takes_encoded", False):  # decoded on the device: the bytes
+                return self.transform(data, self.name(index), index), int(self.targets[index])
+            image = decode_rgb(data)
         except UNDECODABLE:
             note_unreadable(self.unreadable_log, self.split, self.name(index))
             return None

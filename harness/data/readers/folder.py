@@ -53,6 +53,9 @@ class SkippingImageFolder(tvd.ImageFolder):
 
     def __getitem__(self, index: int):
         try:
+            if getattr(self.transform, "takes_encoded", False):  # decoded on the device: the file's bytes
+                path, target = self.samples[index]
+                return self.transform(Path(path).read_bytes(), path, index), target
             return super().__getitem__(index)
         except UNDECODABLE:
             note_unreadable(self.unreadable_log, self.split, self.samples[index][0])
