@@ -183,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "timm-parity-work", help="the PNG folders, exports")
     p.add_argument("--render", type=Path, help="only render the record of this earlier --output")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    p.add_argument("--train-per-class", type=int, default=1000)
+    p.add_argument("--train-per-class", type=int, default=500)
     p.add_argument("--val-per-class", type=int, default=200)
     p.add_argument("--readme", type=Path, help="replace this file's timm_parity block")
     args = p.parse_args(argv)

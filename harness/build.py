@@ -58,25 +58,28 @@ def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
 
 
 def build_train_loss(recipe: Recipe, mixup_active: bool) -> torch.nn.Module:
-    """The training loss timm's train.py would choose for these flags."""
-    if recipe.bce_loss:
-        return BinaryCrossEntropy(smoothing=recipe.smoothing, target_threshold=recipe.bce_target_thresh)
+    """The training loss timm's train.py chooses for these flags: BCE only with Mixup/CutMix (which smooths the
+    targets itself) or label smoothing, plain cross-entropy otherwise."""
     if mixup_active:
+        if recipe.bce_loss:
+            return BinaryCrossEntropy(target_threshold=recipe.bce_target_thresh)
         return SoftTargetCrossEntropy()
     if recipe.smoothing > 0:
+        if recipe.bce_loss:
+            return BinaryCrossEntropy(smoothing=recipe.smoothing, target_threshold=recipe.bce_target_thresh)
         return LabelSmoothingCrossEntropy(smoothing=recipe.smoothing)
     return torch.nn.CrossEntropyLoss()
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
-    kwargs = {"momentum": recipe.momentum} if recipe.opt in ("sgd", "momentum", "nesterov") else {}
+    # As train.py: momentum always given, timm passes it to the optimizers that take one.
     return create_optimizer_v2(
         model,
         opt=recipe.opt,
         lr=recipe.lr,
+        momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
         filter_bias_and_bn=recipe.filter_bias_and_bn,
-        **kwargs,
     )
 
 

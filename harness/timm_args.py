@@ -6,8 +6,8 @@ the same mapping back as its defaults).
 - `recipe_from_timm_args` takes every flag that maps onto a recipe field. Flags that cannot change what is trained
   (paths, logging, workers, ...) are ignored and listed in one notice. Flags that would change it and that the harness
   does not implement are refused in one line unless they hold the value that turns them off (train.py's default); so
-  is a mapped flag whose value the harness cannot train the same way (RandomErasing's pixel mode, one interpolation
-  for training and another for evaluation, several LR milestones). A flag that only acts with another one on
+  is a mapped flag whose value the harness cannot train the same way (RandomErasing's pixel mode, several LR
+  milestones). A flag that only acts with another one on
   (lr_noise_pct without lr_noise) is ignored while that one is off.
 - `timm_args_from_recipe` writes the other way: train.py's defaults for every flag, the recipe's values on the mapped
   ones, and under the key `harness` the settings train.py has no flag for (its parser keeps an unknown key of a `-c`
@@ -295,7 +295,6 @@ TIMM_DATASET_NAMES = {
     "imagenet": "torch/imagenet",
 }
 FOLDER_DATASETS = ("imagenet", "folder")  # written as an image folder: train.py's --data-dir holds it
-MOMENTUM_OPTIMIZERS = ("sgd", "momentum", "nesterov")  # the ones harness.build.build_optimizer passes momentum to
 MAX_NAMED = 3  # flags a refusal names before it counts the rest
 DEFAULT_MILESTONES = TRAIN_PY_DEFAULTS["decay_milestones"]
 
@@ -499,9 +498,8 @@ def _data_fields(r: _Reading) -> dict:
         r.refuse("input_size", "square images only")
     evaluate = config["interpolation"]
     train = evaluate if r["no_aug"] or not r["train_interpolation"] else r["train_interpolation"]
-    if train != evaluate:
-        r.refuse("train_interpolation", f"the harness trains and evaluates with one interpolation, here {evaluate}")
     return {
+        "train_interpolation": None if train == evaluate else train,
         "img_size": width,
         "test_img_size": width,  # train.py validates at the training size
         "crop_pct": config["crop_pct"],
@@ -546,8 +544,6 @@ def _loss_fields(r: _Reading) -> dict:
 
 def _optimizer_fields(r: _Reading, global_batch: int) -> dict:
     opt = r["opt"]
-    if opt.lower() not in MOMENTUM_OPTIMIZERS and r["momentum"] != TRAIN_PY_DEFAULTS["momentum"]:
-        r.refuse("momentum", "the harness passes momentum to sgd, momentum and nesterov only")
     kwargs = dict(r["opt_kwargs"] or {})
     filter_bias_and_bn = kwargs.pop("filter_bias_and_bn", True)
     if kwargs:
@@ -731,7 +727,6 @@ def train_py_flags(
             f"the global batch {recipe.batch_size} does not split into {processes} processes x {grad_accum_steps} "
             "accumulation steps"
         )
-    sgd_like = recipe.opt.lower() in MOMENTUM_OPTIMIZERS
     return {
         **TRAIN_PY_DEFAULTS,
         **_timm_dataset(recipe.dataset, num_classes),
@@ -745,14 +740,14 @@ def train_py_flags(
         "mean": list(recipe.mean),
         "std": list(recipe.std),
         "interpolation": recipe.interpolation,
-        "train_interpolation": recipe.interpolation,
+        "train_interpolation": recipe.training_interpolation,
         **_timm_augmentation(recipe, processes),
         "smoothing": recipe.smoothing,
         "bce_loss": recipe.bce_loss,
         "bce_target_thresh": recipe.bce_target_thresh,
         "opt": recipe.opt,
         "lr": recipe.lr,
-        "momentum": recipe.momentum if sgd_like else TRAIN_PY_DEFAULTS["momentum"],
+        "momentum": recipe.momentum,
         "weight_decay": recipe.weight_decay,
         "opt_kwargs": {} if recipe.filter_bias_and_bn else {"filter_bias_and_bn": False},
         "clip_grad": recipe.clip_grad,

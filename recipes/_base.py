@@ -95,6 +95,9 @@ class Recipe:
     test_img_size: Size = 224
     crop_pct: Annotated[float, Field(gt=0, le=1)] = 0.875
     interpolation: Literal[INTERPOLATIONS] = "bilinear"
+    # timm's --train-interpolation: the training crops' resize ("random": bilinear or bicubic per image); none = the
+    # evaluation's `interpolation`
+    train_interpolation: Literal[INTERPOLATIONS] | None = None
     mean: Channels = IMAGENET_MEAN
     std: PositiveChannels = IMAGENET_STD
     # augmentation
@@ -201,6 +204,11 @@ class Recipe:
         if self.freeze_epochs and not self.freeze:
             raise ValueError("freeze_epochs is set but freeze names nothing; set freeze=backbone or parameter prefixes")
         return self
+
+    @property
+    def training_interpolation(self) -> str:
+        """How training crops are resized: `train_interpolation`, else `interpolation`."""
+        return self.train_interpolation or self.interpolation
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -13,11 +13,13 @@ import dataclasses
 import math
 
 import pytest
+import torch
 import yaml
 from timm.optim import list_optimizers
 
-from harness.build import scaled_lr
+from harness.build import build_optimizer, build_train_loss, scaled_lr
 from harness.config import ConfigError
+from harness.data.route import choose_route
 from harness.recipe_files import resolve
 from harness.run import main, parse_args, plan_run
 from harness.timm_args import (
@@ -139,10 +141,8 @@ def test_a_flag_that_acts_only_with_another_is_ignored_while_that_one_is_off():
     [
         ({"reprob": 0.25}, "remode=pixel (the harness erases with zeros: remode const)"),
         ({"reprob": 0.25, "remode": "const", "recount": 2}, "recount=2"),
-        ({"train_interpolation": "random"}, "train_interpolation=random (the harness trains and evaluates"),
         ({"sched": "multistep", "decay_milestones": [30, 60], "epochs": 90}, "decay_milestones=[30, 60]"),
         ({"mixup": 0.2, "mixup_mode": "elem"}, "mixup_mode=elem"),
-        ({"opt": "rmsprop", "momentum": 0.5}, "momentum=0.5 (the harness passes momentum to sgd"),
         ({"opt_kwargs": {"foreach": False}}, "opt_kwargs="),
         ({"clip_grad": 1.0, "clip_mode": "agc"}, "clip_mode=agc"),
         ({"sched": "onecycle"}, "sched=onecycle"),
@@ -215,7 +215,7 @@ def test_every_registered_recipe_round_trips_through_timm_args(name):
     assert (
         args["dist_bn"] == "reduce"
         and args["remode"] == "const"
-        and args["train_interpolation"] == recipe.interpolation
+        and args["train_interpolation"] == recipe.training_interpolation
     )
     if recipe.batch_size % 4 == 0:  # on 4 processes, read back with the count settled
         four = timm_args_from_recipe(recipe, processes=4)
@@ -338,3 +338,31 @@ def test_lr_rescaling_follows_train_py_for_every_timm_optimizer():
         assert scaled_lr(0.1, name.upper(), 256, 64)[1] == "sqrt"
     for name in ("lars", "sgd", "momentum", "lion", "rmsprop"):
         assert scaled_lr(0.1, name, 256, 64)[1] == "linear"
+
+
+def test_momentum_reaches_every_optimizer_that_takes_one_as_in_train_py():
+    recipe = dataclasses.replace(get_recipe("rsb_a3"), opt="rmsprop", momentum=0.5)
+    optimizer = build_optimizer(recipe, torch.nn.Linear(2, 2))
+    assert {group["momentum"] for group in optimizer.param_groups} == {0.5}
+
+
+@pytest.mark.parametrize(
+    ("mixup", "smoothing", "loss"),
+    [(0.1, 0.0, "BinaryCrossEntropy"), (0.0, 0.1, "BinaryCrossEntropy"), (0.0, 0.0, "CrossEntropyLoss")],
+)
+def test_bce_loss_is_chosen_as_train_py_chooses_it(mixup, smoothing, loss):
+    recipe = dataclasses.replace(get_recipe("rsb_a3"), mixup=mixup, cutmix=0.0, smoothing=smoothing)
+    assert type(build_train_loss(recipe, mixup_active=mixup > 0)).__name__ == loss
+
+
+def test_train_py_default_random_training_interpolation_is_trained_as_such():
+    from harness.data.transforms import worker_transforms
+
+    recipe, _ = recipe_from_timm_args(args_yaml(train_interpolation="random", interpolation="bicubic"), "ARGS")
+    assert (recipe.interpolation, recipe.train_interpolation, recipe.training_interpolation) == (
+        "bicubic", "random", "random",
+    )  # fmt: skip
+    train, _ = worker_transforms(recipe, 3, choose_route("workers", "workers", recipe, "folder", 1))
+    crop = next(t for t in train.transforms if type(t).__name__ == "RandomResizedCropAndInterpolation")
+    assert len(crop.interpolation) == 2  # timm draws bilinear or bicubic per image
+    assert timm_args_from_recipe(recipe)["train_interpolation"] == "random"

@@ -390,12 +390,12 @@ def gamma(shape: tuple[int, ...], alpha: float, generator: torch.Generator, devi
 
 def timm_policy(recipe: Recipe) -> RandAugment | AutoAugment | AugMixAugment:
     """The policy object timm's `create_transform` builds for this recipe (translate_const = int(img_size * 0.45),
-    img_mean from recipe.mean, the recipe's interpolation unless random, translate_pct 0.3 for AugMix)."""
+    img_mean from recipe.mean, the recipe's training interpolation unless random, translate_pct 0.3 for AugMix)."""
     _, secondary, _ = create_transform(
         recipe.img_size,
         is_training=True,
         auto_augment=recipe.aa,
-        interpolation=recipe.interpolation,
+        interpolation=recipe.training_interpolation,
         mean=recipe.mean,
         std=recipe.std,
         separate=True,

@@ -157,7 +157,9 @@ class EncodedTrainTransform:
     takes_encoded = True
 
     def __init__(self, recipe: Recipe):
-        self.crop = RandomResizedCropToTensor(recipe.img_size, recipe.scale, recipe.ratio, recipe.interpolation)
+        self.crop = RandomResizedCropToTensor(
+            recipe.img_size, recipe.scale, recipe.ratio, recipe.training_interpolation
+        )
         self.hflip = recipe.hflip
 
     def __call__(self, data: bytes, name: str, index: int) -> EncodedImage | WorkerDecoded:

@@ -48,8 +48,8 @@ def unsupported(recipe: Recipe, dataset: str, world_size: int) -> list[str]:
         reasons.append(f"dataset {dataset} is read from files (in memory: {', '.join(IN_MEMORY_DATASETS)})")
     if recipe.aa and (why := unsupported_on_device(recipe)):
         reasons.append(why)
-    if recipe.interpolation not in _GRID_MODES:
-        reasons.append(f"interpolation {recipe.interpolation!r} (in memory: {', '.join(_GRID_MODES)})")
+    if recipe.training_interpolation not in _GRID_MODES:
+        reasons.append(f"interpolation {recipe.training_interpolation!r} (in memory: {', '.join(_GRID_MODES)})")
     return reasons
 
 
@@ -146,7 +146,7 @@ class BatchAugment:
         self.scale, self.ratio = recipe.scale, recipe.ratio
         self.hflip, self.rotate = recipe.hflip, recipe.rotate
         self.jitter = recipe.color_jitter if jitter_active(recipe) else 0.0
-        self.mode = recipe.interpolation
+        self.mode = recipe.training_interpolation
         self.policy = policy
         self.stage = DeviceStage(recipe, device, train=True)
 

@@ -75,7 +75,7 @@ class RandomResizedCropToTensor:
 
 
 def _tensor_train_transform(recipe: Recipe) -> T.Compose:
-    ops = [RandomResizedCropToTensor(recipe.img_size, recipe.scale, recipe.ratio, recipe.interpolation)]
+    ops = [RandomResizedCropToTensor(recipe.img_size, recipe.scale, recipe.ratio, recipe.training_interpolation)]
     if recipe.hflip > 0:
         ops.append(T.RandomHorizontalFlip(recipe.hflip))
     return T.Compose(ops)
@@ -96,7 +96,7 @@ def build_transforms(recipe: Recipe, channels: int, aa_in_workers: bool = True):
             hflip=recipe.hflip,
             color_jitter=recipe.color_jitter,
             auto_augment=recipe.aa,
-            interpolation=recipe.interpolation,
+            interpolation=recipe.training_interpolation,
             use_prefetcher=True,
         )
     evaluate = create_transform(
@@ -133,5 +133,5 @@ def worker_notes(recipe: Recipe, route) -> list[str]:
     if getattr(route, "decode_on", None) == "device":
         from harness.data.decode import DECODE_NOTE
 
-        return [DECODE_NOTE.format(interpolation=recipe.interpolation)]
-    return [TENSOR_RESIZE_NOTE.format(interpolation=recipe.interpolation)]
+        return [DECODE_NOTE.format(interpolation=recipe.training_interpolation)]
+    return [TENSOR_RESIZE_NOTE.format(interpolation=recipe.training_interpolation)]
