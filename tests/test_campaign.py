@@ -467,3 +467,23 @@ def test_the_start_up_an_estimate_records_is_the_time_since_its_process_started(
     code = "import time; time.sleep(1.0); from harness.estimate import process_age_s; print(process_age_s())"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert 1.0 <= float(found.stdout) < 120
+
+
+def test_a_stop_signal_reaches_a_training_process_that_ignored_it_while_starting(tmp_path):
+    """A SLURM job's launcher starts with SIGUSR1/SIGUSR2 ignored, as its training process then does until its handler
+    is set: the signal is passed on once it is caught, not lost to the ignoring (nor does it kill the process)."""
+    import signal
+
+    from harness.campaign import launch
+
+    child = (
+        "import signal, sys, time; time.sleep(1.5); got = []; "
+        "signal.signal(signal.SIGUSR1, lambda *a: got.append(1)); time.sleep(2); print(len(got))"
+    )
+    launcher = f"import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', {child!r}]))"
+    with (tmp_path / "log").open("w") as log:
+        process = launch.start([sys.executable, "-c", launcher], {}, log, ignore_user_signals=True)
+        stops = launch.StopRequests(())
+        stops.received.append(signal.SIGUSR1)  # as the job received it, before the training process started
+        assert stops.wait(process, interval=0.1) == 0
+    assert (tmp_path / "log").read_text() == "1\n"  # delivered once, after its handler was set

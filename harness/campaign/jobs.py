@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import submitit
@@ -49,16 +50,21 @@ def run_lock(output: Path, job_env) -> FileLock:
     return FileLock(output / f".job-node{job_env.node}.lock", holder)
 
 
-def _wait_in_handler(launcher) -> None:
-    """Wait for the launcher from inside a signal handler, where Popen.wait's lock may be held by the frame the
-    signal interrupted."""
-    if launcher.returncode is not None:
-        return
-    try:
-        _, status = os.waitpid(launcher.pid, 0)
-        launcher.returncode = os.waitstatus_to_exitcode(status)
-    except ChildProcessError:
-        pass
+def _stop_in_handler(launcher, workers: launch.Workers, signum: int, interval: float = 0.5) -> None:
+    """Pass `signum` on to the training processes and wait for them and the launcher, from inside a signal handler
+    (where Popen.wait's lock may be held by the frame the signal interrupted)."""
+    while launcher.returncode is None:
+        workers.refresh(launcher)
+        workers.deliver(signum)
+        try:
+            pid, status = os.waitpid(launcher.pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            launcher.returncode = os.waitstatus_to_exitcode(status)
+        else:
+            time.sleep(interval)
+    workers.wait_gone(interval)
 
 
 class TrainingJob(Checkpointable):
@@ -99,7 +105,7 @@ class TrainingJob(Checkpointable):
         others = tuple(s for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) if s != own)
         stops = self._stops = launch.StopRequests(others)
         try:
-            self._launcher = launch.start(command, self.env)
+            self._launcher = launch.start(command, self.env, ignore_user_signals=True)
             status = stops.wait(self._launcher)
         finally:
             stops.restore()
@@ -127,10 +133,7 @@ class TrainingJob(Checkpointable):
     def checkpoint(self, resume: str | None = None) -> DelayedSubmission:
         """Called by submitit on its signal: stop the training at a checkpoint, resume from it once requeued."""
         if self._launcher is not None:
-            self._stops.workers.refresh(self._launcher)
-            self._stops.workers.signal(submitit.JobEnvironment._usr_sig())
-            _wait_in_handler(self._launcher)
-            self._stops.workers.wait_gone()
+            _stop_in_handler(self._launcher, self._stops.workers, submitit.JobEnvironment._usr_sig())
         run_dir = rundirs.latest_run_dir(Path(self.output))
         return DelayedSubmission(self, str(run_dir) if rundirs.resumable(run_dir) else None)
 
@@ -138,4 +141,4 @@ class TrainingJob(Checkpointable):
 def estimate_job(argv: list[str], processes: int, env: dict[str, str]) -> int:
     """`--estimate` of one setting on the job's node(s); its exit status."""
     command = launch.node_command(argv, processes, submitit.JobEnvironment())
-    return launch.StopRequests(()).wait(launch.start(command, env))
+    return launch.StopRequests(()).wait(launch.start(command, env, ignore_user_signals=True))

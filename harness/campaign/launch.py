@@ -6,11 +6,19 @@ checkpoint), and passes a stop signal on to the training processes themselves (t
 checkpoint and exit with `harness.preemption.EXIT_PREEMPTED`. A launcher that dies of a signal first (SLURM signals
 every process of a job step; accelerate's one-process launcher forwards none) leaves its training processes
 checkpointing: they are waited for too.
+
+In a SLURM job the launcher starts with SIGUSR1 and SIGUSR2 ignored: SLURM sends them to every process of the job
+step, and accelerate's one-process launcher, which handles neither, would die of them and break the pipe it reads
+its training process's stderr from (accelerate 1.16), failing the run as it checkpoints. torchrun sets its own
+handlers (LAUNCHER_ENV); the training processes inherit the ignoring until theirs are set, so a stop signal is
+passed on to each training process once it catches it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -78,11 +86,25 @@ def node_command(argv: list[str], processes: int, job_env) -> list[str]:
     return accelerate_command(argv, processes, nodes, job_env.node, job_env.hostnames[0], port, cuda=has_cuda())
 
 
-def start(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
-    """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly."""
+USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _ignore_user_signals() -> None:
+    for signum in USER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def start(command: list[str], env: dict[str, str], log=None, ignore_user_signals: bool = False) -> subprocess.Popen:
+    """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly.
+    With `ignore_user_signals` (a SLURM job's launcher) it starts with SIGUSR1 and SIGUSR2 ignored."""
     environment = {**os.environ, **LAUNCHER_ENV, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.Popen(
-        command, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None, start_new_session=True
+        command,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
+        start_new_session=True,
+        preexec_fn=_ignore_user_signals if ignore_user_signals else None,  # noqa: PLW1509 - the job has no threads
     )
 
 
@@ -92,6 +114,16 @@ def _stat(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    found = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, flags=re.M)
+    return bool(found) and bool(int(found.group(1), 16) >> (signum - 1) & 1)
 
 
 def children(pid: int) -> list[int]:
@@ -110,6 +142,7 @@ class Workers:
 
     def __init__(self) -> None:
         self.known: dict[int, str] = {}
+        self.delivered: dict[int, set[int]] = {}  # signal: the pids it was passed on to
 
     def refresh(self, launcher: subprocess.Popen) -> None:
         for pid in children(launcher.pid):
@@ -125,16 +158,15 @@ class Workers:
                 running.append(pid)
         return running
 
-    def signal(self, signum: int) -> list[int]:
-        """Send `signum` to the training processes still running; the pids signalled."""
-        signalled = []
+    def deliver(self, signum: int) -> None:
+        """Pass `signum` on, once, to each training process that catches it by now (one still starting may ignore
+        it: it gets it once its handler is set)."""
+        done = self.delivered.setdefault(signum, set())
         for pid in self.alive():
-            try:
-                os.kill(pid, signum)
-                signalled.append(pid)
-            except ProcessLookupError:
-                pass
-        return signalled
+            if pid not in done and catches(pid, signum):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+                done.add(pid)
 
     def wait_gone(self, interval: float = 0.5) -> None:
         while self.alive():
@@ -150,7 +182,6 @@ class StopRequests:
 
     def __init__(self, signals: tuple[int, ...]):
         self.received: list[int] = []
-        self.delivered = False
         self.workers = Workers()
         self._previous = {signum: signal.signal(signum, self._record) for signum in signals}
 
@@ -166,8 +197,8 @@ class StopRequests:
         is passed on to them."""
         while launcher.poll() is None:
             self.workers.refresh(launcher)
-            if self.received and not self.delivered:
-                self.delivered = bool(self.workers.signal(self.received[0]))
+            if self.received:
+                self.workers.deliver(self.received[0])
             time.sleep(interval)
         self.workers.wait_gone(interval)
         return launcher.returncode
