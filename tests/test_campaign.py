@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -469,21 +470,45 @@ def test_the_start_up_an_estimate_records_is_the_time_since_its_process_started(
     assert 1.0 <= float(found.stdout) < 120
 
 
-def test_a_stop_signal_reaches_a_training_process_that_ignored_it_while_starting(tmp_path):
-    """A SLURM job's launcher starts with SIGUSR1/SIGUSR2 ignored, as its training process then does until its handler
-    is set: the signal is passed on once it is caught, not lost to the ignoring (nor does it kill the process)."""
+def test_a_stop_signal_reaches_a_training_process_still_starting_once_it_catches_it(tmp_path):
+    """A SLURM job's launcher starts with the stop signals blocked, as its training process then does until it sets
+    its handlers (and lifts the block): the signal is passed on once, when it is caught."""
     import signal
 
     from harness.campaign import launch
 
     child = (
         "import signal, sys, time; time.sleep(1.5); got = []; "
-        "signal.signal(signal.SIGUSR1, lambda *a: got.append(1)); time.sleep(2); print(len(got))"
+        "signal.signal(signal.SIGUSR1, lambda *a: got.append(1)); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1]); time.sleep(2); print(len(got))"
     )
     launcher = f"import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', {child!r}]))"
     with (tmp_path / "log").open("w") as log:
-        process = launch.start([sys.executable, "-c", launcher], {}, log, ignore_user_signals=True)
+        process = launch.start([sys.executable, "-c", launcher], {}, log, shielded=True)
         stops = launch.StopRequests(())
         stops.received.append(signal.SIGUSR1)  # as the job received it, before the training process started
         assert stops.wait(process, interval=0.1) == 0
     assert (tmp_path / "log").read_text() == "1\n"  # delivered once, after its handler was set
+
+
+def test_a_shielded_launcher_outlives_slurms_signals_and_the_run_lifts_the_block(tmp_path):
+    """SLURM signals every process of a job step: the launcher, started with the stop signals blocked, lives on
+    (accelerate's one-process launcher would die of SIGUSR2, or kill its training process 5 s after SIGTERM); the
+    run's own handlers take them once `harness.preemption.stop_signals` lifts the block."""
+    import signal
+
+    from harness.campaign import launch
+
+    child = (
+        "import os, signal, time\nfrom harness.preemption import stop_signals\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"  # sent while blocked: it waits
+        "with stop_signals() as flag:\n    time.sleep(0.2)\n    print(signal.Signals(flag.signum).name, flush=True)\n"
+    )
+    with (tmp_path / "log").open("w") as log:
+        process = launch.start([sys.executable, "-c", child], {"PYTHONPATH": str(ROOT)}, log, shielded=True)
+        time.sleep(0.5)
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            process.send_signal(signum)  # before the run's handlers: held, not fatal
+        assert process.wait(timeout=120) == 0
+    # All three waited; Linux delivers pending signals lowest number first, and the run records the first.
+    assert (tmp_path / "log").read_text().strip() == "SIGUSR1"

@@ -105,7 +105,7 @@ class TrainingJob(Checkpointable):
         others = tuple(s for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) if s != own)
         stops = self._stops = launch.StopRequests(others)
         try:
-            self._launcher = launch.start(command, self.env, ignore_user_signals=True)
+            self._launcher = launch.start(command, self.env, shielded=True)
             status = stops.wait(self._launcher)
         finally:
             stops.restore()
@@ -141,4 +141,4 @@ class TrainingJob(Checkpointable):
 def estimate_job(argv: list[str], processes: int, env: dict[str, str]) -> int:
     """`--estimate` of one setting on the job's node(s); its exit status."""
     command = launch.node_command(argv, processes, submitit.JobEnvironment())
-    return launch.StopRequests(()).wait(launch.start(command, env, ignore_user_signals=True))
+    return launch.StopRequests(()).wait(launch.start(command, env))

@@ -7,11 +7,12 @@ checkpoint and exit with `harness.preemption.EXIT_PREEMPTED`. A launcher that di
 every process of a job step; accelerate's one-process launcher forwards none) leaves its training processes
 checkpointing: they are waited for too.
 
-In a SLURM job the launcher starts with SIGUSR1 and SIGUSR2 ignored: SLURM sends them to every process of the job
-step, and accelerate's one-process launcher, which handles neither, would die of them and break the pipe it reads
-its training process's stderr from (accelerate 1.16), failing the run as it checkpoints. torchrun sets its own
-handlers (LAUNCHER_ENV); the training processes inherit the ignoring until theirs are set, so a stop signal is
-passed on to each training process once it catches it.
+In a SLURM job the launcher starts with the stop signals (SIGTERM, SIGUSR1, SIGUSR2) blocked. SLURM sends them to
+every process of a job step, and accelerate's one-process launcher (1.16) dies of SIGUSR1/SIGUSR2, breaking the
+pipe it reads its training process's stderr from, which fails the run as it checkpoints, and answers SIGTERM by
+killing its training process 5 s later, whatever the checkpoint needs (measured). The training processes inherit
+the block and lift it as they set their handlers (`harness.preemption.stop_signals`): a signal SLURM sent them
+meanwhile waits for them, and one passed on by the job reaches each once it catches it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.preemption import LAUNCHER_ENV
+from harness.preemption import LAUNCHER_ENV, STOP_SIGNALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_PY = REPO_ROOT / "harness" / "run.py"
@@ -86,17 +87,13 @@ def node_command(argv: list[str], processes: int, job_env) -> list[str]:
     return accelerate_command(argv, processes, nodes, job_env.node, job_env.hostnames[0], port, cuda=has_cuda())
 
 
-USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
-def _ignore_user_signals() -> None:
-    for signum in USER_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def start(command: list[str], env: dict[str, str], log=None, ignore_user_signals: bool = False) -> subprocess.Popen:
+def start(command: list[str], env: dict[str, str], log=None, shielded: bool = False) -> subprocess.Popen:
     """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly.
-    With `ignore_user_signals` (a SLURM job's launcher) it starts with SIGUSR1 and SIGUSR2 ignored."""
+    `shielded` (a SLURM job's launcher): it starts with the stop signals blocked."""
     environment = {**os.environ, **LAUNCHER_ENV, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.Popen(
         command,
@@ -104,7 +101,7 @@ def start(command: list[str], env: dict[str, str], log=None, ignore_user_signals
         stdout=log,
         stderr=subprocess.STDOUT if log else None,
         start_new_session=True,
-        preexec_fn=_ignore_user_signals if ignore_user_signals else None,  # noqa: PLW1509 - the job has no threads
+        preexec_fn=_block_stop_signals if shielded else None,  # noqa: PLW1509 - the job has no threads
     )
 
 
@@ -159,8 +156,8 @@ class Workers:
         return running
 
     def deliver(self, signum: int) -> None:
-        """Pass `signum` on, once, to each training process that catches it by now (one still starting may ignore
-        it: it gets it once its handler is set)."""
+        """Pass `signum` on, once, to each training process that catches it by now (one still starting gets it once
+        its handler is set)."""
         done = self.delivered.setdefault(signum, set())
         for pid in self.alive():
             if pid not in done and catches(pid, signum):
