@@ -128,6 +128,8 @@ def test_the_last_error_line_is_the_runs_own_not_the_launchers():
         ]
     )
     assert last_error_line(log) == "ValueError: the batch is odd"
+    launcher = "error: freeze='trunk' names no parameter\nRuntimeError: error: freeze='trunk' names no parameter\n"
+    assert last_error_line(launcher) == "error: freeze='trunk' names no parameter"  # accelerate 1.16 repeats it
     assert last_error_line("error: --set: lr=-1: input should be greater than 0\n") == (
         "error: --set: lr=-1: input should be greater than 0"
     )
@@ -512,3 +514,18 @@ def test_a_shielded_launcher_outlives_slurms_signals_and_the_run_lifts_the_block
         assert process.wait(timeout=120) == 0
     # All three waited; Linux delivers pending signals lowest number first, and the run records the first.
     assert (tmp_path / "log").read_text().strip() == "SIGUSR1"
+
+
+def test_the_readmes_slurm_conf_is_the_one_the_test_cluster_writes():
+    import re
+
+    from tests.slurm_cluster import SLURM_CONF
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- slurm.conf:start -->\n```\n(.*?)```\n<!-- slurm.conf:end -->", readme, flags=re.S)
+    assert block, "README.md has no slurm.conf block"
+    node = dict(re.findall(r"(CPUs|RealMemory)=(\d+)", block.group(1)))
+    expected = SLURM_CONF.format(
+        folder="/tmp/slurm", cpus=node["CPUs"], memory=node["RealMemory"], ctld_port=6817, slurmd_port=6818
+    )
+    assert block.group(1) == expected
