@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -173,11 +175,22 @@ def _peak_memory_mb(device: torch.device) -> float:
     return peak_rss_mb()
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (from /proc; None where there is none)."""
+    try:
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime_s - started_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def estimate(plan, args: argparse.Namespace) -> int:
     """Build the run, time it, write estimate.json in a new run directory and print it."""
     synthetic = plan.synthetic_data  # decided while planning, where the dataset was looked for
     run = build_run(plan, args, load=synthetic_splits if synthetic else None)
     t = make_trainer(run)
+    startup_s = process_age_s()  # the interpreter, the imports, the data and the model, before the first update
     timing = time_updates(t, WARMUP_UPDATES, TIMED_UPDATES)
     record = {
         "recipe": run.recipe.name,
@@ -186,6 +199,7 @@ def estimate(plan, args: argparse.Namespace) -> int:
         "budget": plan.budget,
         "synthetic_data": synthetic,
         **projection(run, t, timing, time_evaluation(t, EVAL_BATCHES), run.eval_samples),
+        "startup_s": startup_s,
         "peak_memory_mb_per_device": _peak_memory_mb(run.accelerator.device),
         "world_size": run.world,
         "global_batch_size": run.batches.global_batch,
@@ -234,6 +248,7 @@ def print_estimate(record: dict) -> None:
             f"{record['data_wait_s'] * 1000:.1f} / {record['compute_s'] * 1000:.1f} ms "
             f"({100 * record['data_wait_share']:.0f}% waiting)",
         ),
+        ("start-up (process start to the first update)", _duration(record.get("startup_s") or 0.0)),
         ("one epoch (train + eval)", _duration(record["epoch_s"])),
         (f"whole schedule ({record['epochs']} epochs)", _duration(record["total_s"])),
         ("device-hours", f"{record['device_hours']:.3g}"),

@@ -64,6 +64,8 @@ def stop_signals() -> Iterator[SignalFlag]:
         yield flag
         return
     previous = {sig: signal.signal(sig, flag.record) for sig in STOP_SIGNALS}
+    # A campaign's SLURM job starts the launcher with them blocked (harness.campaign.launch): lift that here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _stop_when_the_launcher_dies()
     try:
         yield flag

@@ -9,6 +9,7 @@ after preemption, ending in one report.
     launch.py     `accelerate launch harness/run.py` on this machine or on each node of a SLURM job
     executors.py  local (one run after another), slurm and submitit-local (one submitit job per run)
     jobs.py       the submitit job: accelerate on every node, requeued through submitit with --resume
+    slurm.py      what SLURM says of a job: why it is ending (scontrol), whether it ended (sacct, else squeue)
     runtime.py    the MLflow store shared by the runs; the state an earlier invocation left
     plan.py       --plan: the runs, estimated device-hours and wall time
     summary.py    the statuses and the report over the finished runs

@@ -6,15 +6,15 @@
     python -m harness.campaign campaigns/rsb_ladder.yaml --report        # report.md, comparison.png, results.csv
 
 Exit status: 0 when every run is done (slurm: every job submitted or still running), 1 when a run failed, 2 for a
-refused campaign file (nothing is started, submitted or written), 3 when a signal stopped the campaign (run the
-command again to resume).
+refused campaign file (nothing is started, submitted or written), 3 when a signal stopped the campaign or a run's
+job was cancelled (run the command again to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.campaign import checks, executors, grid, plan, spec, summary
@@ -44,6 +44,7 @@ class Setup:
     root: Path
     specs: list[grid.RunSpec]
     states: list[RunState]
+    warnings: list[str] = field(default_factory=list)
 
     def save(self) -> None:
         header = {"name": self.campaign.name, "file": str(self.path.resolve()), "executor": self.campaign.executor}
@@ -55,11 +56,13 @@ def prepare(args: argparse.Namespace) -> Setup:
     campaign = spec.read_campaign(args.file, args.executor)
     root = spec.campaign_root(campaign, args.file, args.output)
     specs = grid.expand_grid(campaign, args.file)
+    warnings = []
     if not args.report:
         checks.check_executor(campaign)
+        warnings = plan.time_limit_notes(campaign, plan.startup_s(plan.kept_estimates(campaign, root, specs)))
         checks.check_writable(root)
         checks.plan_runs(specs, root, campaign.launch.processes, estimate=args.plan)
-    return Setup(campaign, args.file, root, specs, merge(specs, read_state(root)))
+    return Setup(campaign, args.file, root, specs, merge(specs, read_state(root)), warnings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +111,13 @@ def show_plan(setup: Setup) -> int:
         for setting, e in estimates.items()
         if isinstance(e, dict) and e.get("synthetic_data")
     ]
-    plan.print_plan(campaign, setup.path, root, plan.plan_frame(setup.specs, setup.states, estimates), notes)
+    start_s = plan.startup_s(estimates)
+    try:
+        notes += plan.time_limit_notes(campaign, start_s)
+    except ConfigError as e:
+        notes.append(f"submitting this campaign would be refused: {e}")
+    frame = plan.plan_frame(setup.specs, setup.states, estimates)
+    plan.print_plan(campaign, setup.path, root, frame, notes, start_s)
     return 0
 
 
@@ -125,6 +134,8 @@ def run(setup: Setup, retry_failed: bool, wait: bool) -> int:
     from harness.campaign.runtime import reconcile, run_env
 
     campaign, root = setup.campaign, setup.root
+    for warning in setup.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     root.mkdir(parents=True, exist_ok=True)
     with Lock(root):
         still_running = reconcile(campaign, root, setup.states)
@@ -132,7 +143,7 @@ def run(setup: Setup, retry_failed: bool, wait: bool) -> int:
         todo = [
             (s, state)
             for s, state in zip(setup.specs, setup.states, strict=True)
-            if state.status in ("planned", "preempted") or (retry_failed and state.status == "failed")
+            if state.status in ("planned", "preempted", "cancelled") or (retry_failed and state.status == "failed")
         ]
         print(f"campaign {campaign.name}: {len(todo)} of {len(setup.states)} runs to start ({campaign.executor})")
         env = run_env(campaign, root)
@@ -146,6 +157,10 @@ def run(setup: Setup, retry_failed: bool, wait: bool) -> int:
                     executors.wait_for(submitted + still_running, root, setup.save)
             except KeyboardInterrupt:  # the jobs go on without this command
                 stopped = True
+            except ConfigError as e:  # sbatch refused a job: the ones submitted before it are recorded
+                setup.save()
+                print(f"error: {e}", file=sys.stderr)
+                return EXIT_REFUSED
         setup.save()
         return finish(setup, stopped)
 
@@ -156,9 +171,14 @@ def finish(setup: Setup, stopped: bool) -> int:
     if all(s.status in ("done", "failed") for s in states):
         written = summary.write_campaign_report(setup.campaign, setup.path, setup.root, states)
         print("report: " + ", ".join(map(str, written)))
-    elif not stopped:
+    elif not stopped and any(s.status not in ("done", "failed", "cancelled") for s in states):
         print("runs still to end: run the same command again to collect them and write the report")
+    cancelled = sum(s.status == "cancelled" for s in states)
+    if cancelled:
+        print(f"{cancelled} run(s) cancelled: run the same command again to resume them")
     if stopped:
         print("stopped: run the same command again to resume the stopped runs and collect the jobs still running")
         return EXIT_STOPPED
-    return EXIT_FAILED if any(s.status == "failed" for s in states) else 0
+    if any(s.status == "failed" for s in states):
+        return EXIT_FAILED
+    return EXIT_STOPPED if cancelled else 0

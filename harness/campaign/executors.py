@@ -14,6 +14,7 @@ from harness.campaign import launch, rundirs
 from harness.campaign.grid import RunSpec
 from harness.campaign.spec import Campaign
 from harness.campaign.state import RunState, now
+from harness.config import ConfigError
 
 # A submitit-local job's time limit when the campaign gives none.
 LOCAL_JOB_MINUTES = 7 * 24 * 60
@@ -40,6 +41,8 @@ def _say(state: RunState, what: str) -> None:
 def ended_line(state: RunState) -> str:
     if state.status == "done":
         return f"done, top-1 {state.eval_top1:.2f}"
+    if state.status == "cancelled":
+        return "cancelled (run the campaign again to resume it)"
     return f"{state.status}: {state.error}" if state.error else state.status
 
 
@@ -137,7 +140,7 @@ def submit(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunState]],
         resume = _resume_point(spec, root)
         executor.update_parameters(name=f"{campaign.name}.{spec.id}")
         job_fn = TrainingJob(list(spec.argv), str(spec.output(root)), campaign.launch.processes, env)
-        job = executor.submit(job_fn, str(resume) if resume else None)
+        job = _followed(campaign.executor, root, _submit_one(campaign, spec, executor, job_fn, resume))
         state.launched(campaign.executor, str(job.job_id), str(resume) if resume else None, job_logs(job))
         save()
         _say(state, f"submitted as job {job.job_id} (log: {job.paths.stdout})")
@@ -145,15 +148,36 @@ def submit(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunState]],
     return submitted
 
 
+def _submit_one(campaign: Campaign, spec: RunSpec, executor, job_fn, resume: Path | None):
+    """submitit's job for one run; sbatch's refusal is one line (ConfigError)."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return executor.submit(job_fn, str(resume) if resume else None)
+    except FailedJobError as e:
+        reason = rundirs.last_error_line(str(e))
+        if "gres" in reason and campaign.slurm.gpus_per_node is None:
+            reason += " (on a cluster without GPUs, set slurm.gpus_per_node: 0)"
+        raise ConfigError(f"run {spec.id}: sbatch refused its job: {reason}") from None
+
+
 def job_logs(job) -> list[str]:
     return [str(job.paths.stdout), str(job.paths.stderr)]
+
+
+def _followed(executor: str, root: Path, job):
+    """A SLURM job as the campaign follows it (`harness.campaign.slurm.CampaignSlurmJob`: squeue where sacct cannot
+    tell); a submitit-local job as submitted (its controller's process tells)."""
+    return rebuild_job(executor, root, str(job.job_id)) if executor == "slurm" else job
 
 
 def rebuild_job(executor: str, root: Path, job_id: str):
     """The submitit job of an earlier invocation, to ask whether it ended."""
     import submitit
 
-    job_class = submitit.SlurmJob if executor == "slurm" else submitit.LocalJob
+    from harness.campaign.slurm import CampaignSlurmJob
+
+    job_class = CampaignSlurmJob if executor == "slurm" else submitit.LocalJob
     return job_class(folder=root / "submitit" / "%j", job_id=job_id)
 
 
@@ -168,14 +192,24 @@ def job_running(job) -> bool:
 
 
 def settle(state: RunState, job, root: Path) -> None:
-    """The run's status once its job ended: from its folder, else from the job's error and log."""
+    """The run's status once its job ended: cancelled where the job says so or SLURM does (a job cancelled before
+    it could write its result), else from its folder, else from the job's error and log."""
     failure = job.exception()
     error = None
     if failure is not None:
         text = "\n".join(filter(None, [job.stdout(), job.stderr()]))
         error = rundirs.last_error_line(text)
-    state.ended(root, None if failure is not None else 0, error)
+        cancelled = _slurm_cancelled(job)
+    else:
+        cancelled = job.result().get("status") == "cancelled"
+    state.ended(root, None if failure is not None else 0, error, cancelled)
     _say(state, ended_line(state))
+
+
+def _slurm_cancelled(job) -> bool:
+    from harness.campaign.slurm import CampaignSlurmJob, cancelled
+
+    return isinstance(job, CampaignSlurmJob) and cancelled(job)
 
 
 def wait_for(submitted: list, root: Path, save: Save) -> None:

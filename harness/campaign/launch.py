@@ -6,11 +6,20 @@ checkpoint), and passes a stop signal on to the training processes themselves (t
 checkpoint and exit with `harness.preemption.EXIT_PREEMPTED`. A launcher that dies of a signal first (SLURM signals
 every process of a job step; accelerate's one-process launcher forwards none) leaves its training processes
 checkpointing: they are waited for too.
+
+In a SLURM job the launcher starts with the stop signals (SIGTERM, SIGUSR1, SIGUSR2) blocked. SLURM sends them to
+every process of a job step, and accelerate's one-process launcher (1.16) dies of SIGUSR1/SIGUSR2, breaking the
+pipe it reads its training process's stderr from, which fails the run as it checkpoints, and answers SIGTERM by
+killing its training process 5 s later, whatever the checkpoint needs (measured). The training processes inherit
+the block and lift it as they set their handlers (`harness.preemption.stop_signals`): a signal SLURM sent them
+meanwhile waits for them, and one passed on by the job reaches each once it catches it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.preemption import LAUNCHER_ENV
+from harness.preemption import LAUNCHER_ENV, STOP_SIGNALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_PY = REPO_ROOT / "harness" / "run.py"
@@ -78,11 +87,21 @@ def node_command(argv: list[str], processes: int, job_env) -> list[str]:
     return accelerate_command(argv, processes, nodes, job_env.node, job_env.hostnames[0], port, cuda=has_cuda())
 
 
-def start(command: list[str], env: dict[str, str], log=None) -> subprocess.Popen:
-    """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly."""
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def start(command: list[str], env: dict[str, str], log=None, shielded: bool = False) -> subprocess.Popen:
+    """Start the launcher in its own session: a terminal's Ctrl-C reaches the campaign, which stops the run cleanly.
+    `shielded` (a SLURM job's launcher): it starts with the stop signals blocked."""
     environment = {**os.environ, **LAUNCHER_ENV, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.Popen(
-        command, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None, start_new_session=True
+        command,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
+        start_new_session=True,
+        preexec_fn=_block_stop_signals if shielded else None,  # noqa: PLW1509 - the job has no threads
     )
 
 
@@ -92,6 +111,16 @@ def _stat(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    found = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, flags=re.M)
+    return bool(found) and bool(int(found.group(1), 16) >> (signum - 1) & 1)
 
 
 def children(pid: int) -> list[int]:
@@ -110,6 +139,7 @@ class Workers:
 
     def __init__(self) -> None:
         self.known: dict[int, str] = {}
+        self.delivered: dict[int, set[int]] = {}  # signal: the pids it was passed on to
 
     def refresh(self, launcher: subprocess.Popen) -> None:
         for pid in children(launcher.pid):
@@ -125,16 +155,15 @@ class Workers:
                 running.append(pid)
         return running
 
-    def signal(self, signum: int) -> list[int]:
-        """Send `signum` to the training processes still running; the pids signalled."""
-        signalled = []
+    def deliver(self, signum: int) -> None:
+        """Pass `signum` on, once, to each training process that catches it by now (one still starting gets it once
+        its handler is set)."""
+        done = self.delivered.setdefault(signum, set())
         for pid in self.alive():
-            try:
-                os.kill(pid, signum)
-                signalled.append(pid)
-            except ProcessLookupError:
-                pass
-        return signalled
+            if pid not in done and catches(pid, signum):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+                done.add(pid)
 
     def wait_gone(self, interval: float = 0.5) -> None:
         while self.alive():
@@ -150,7 +179,6 @@ class StopRequests:
 
     def __init__(self, signals: tuple[int, ...]):
         self.received: list[int] = []
-        self.delivered = False
         self.workers = Workers()
         self._previous = {signum: signal.signal(signum, self._record) for signum in signals}
 
@@ -166,8 +194,8 @@ class StopRequests:
         is passed on to them."""
         while launcher.poll() is None:
             self.workers.refresh(launcher)
-            if self.received and not self.delivered:
-                self.delivered = bool(self.workers.signal(self.received[0]))
+            if self.received:
+                self.workers.deliver(self.received[0])
             time.sleep(interval)
         self.workers.wait_gone(interval)
         return launcher.returncode

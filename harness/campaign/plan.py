@@ -16,11 +16,15 @@ from harness.campaign.executors import make_executor
 from harness.campaign.grid import RunSpec
 from harness.campaign.spec import Campaign
 from harness.campaign.state import RunState
+from harness.config import ConfigError
 
 ESTIMATE = "estimate.json"
 ESTIMATE_JOB_MINUTES = 30
 # submitit's warning before SLURM's time limit, which a requeued segment gives up (its default signal delay).
 SIGNAL_DELAY_S = 90
+# A time limit is refused when the warning and the start-up leave a job no time to train, and warned of when they
+# take more than this share of each job.
+TIGHT_SHARE = 0.5
 
 
 def estimate_folder(root: Path, campaign: Campaign, spec: RunSpec) -> Path:
@@ -80,6 +84,40 @@ def _result(root: Path, campaign: Campaign, spec: RunSpec) -> dict | str:
     return "estimate failed: " + rundirs.last_error_line(log.read_text() if log.is_file() else "")
 
 
+def startup_s(estimates: dict[str, dict | str]) -> float:
+    """The longest start-up (process start to the first update) of the settings estimated so far; 0 if none was."""
+    return max((e.get("startup_s") or 0.0 for e in estimates.values() if isinstance(e, dict)), default=0.0)
+
+
+def kept_estimates(campaign: Campaign, root: Path, specs: list[RunSpec]) -> dict[str, dict | str]:
+    """The estimates --plan has kept for the campaign's settings (none run now)."""
+    found = {s.setting: read_estimate(estimate_folder(root, campaign, s)) for s in specs}
+    return {setting: e for setting, e in found.items() if e is not None}
+
+
+def time_limit_notes(campaign: Campaign, start_s: float) -> list[str]:
+    """A SLURM time limit that leaves a job no time to train once submitit's warning (SIGNAL_DELAY_S before the
+    limit) and the run's start-up (`start_s`, 0 when not estimated) are taken is refused (ConfigError); one that
+    leaves less than half of each job to train is warned of."""
+    if campaign.executor != "slurm":
+        return []
+    limit_s = campaign.slurm.time * 60
+    left_s = limit_s - SIGNAL_DELAY_S - start_s
+    started = f" and a run takes about {start_s:.0f} s to start (--plan's estimate)" if start_s else ""
+    why = f"submitit signals each job {SIGNAL_DELAY_S} s before its time limit{started}"
+    enough = math.ceil((SIGNAL_DELAY_S + start_s) / TIGHT_SHARE / 60)
+    if left_s <= 0:
+        raise ConfigError(
+            f"slurm.time={campaign.slurm.time} min leaves a job no time to train: {why}; give at least {enough} min"
+        )
+    if left_s < TIGHT_SHARE * limit_s:
+        return [
+            f"slurm.time={campaign.slurm.time} min leaves about {left_s:.0f} s of each job to train: {why}; "
+            f"{enough} min or more would train at least half of each job"
+        ]
+    return []
+
+
 def duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
@@ -105,8 +143,9 @@ def plan_frame(specs: list[RunSpec], states: list[RunState], estimates: dict) ->
     return pd.DataFrame(rows)
 
 
-def wall_time(campaign: Campaign, seconds: pd.Series) -> str:
-    """The campaign's wall time on its executor, from each remaining run's estimated time."""
+def wall_time(campaign: Campaign, seconds: pd.Series, start_s: float = 0.0) -> str:
+    """The campaign's wall time on its executor, from each remaining run's estimated time (and, on SLURM, the
+    start-up each requeued job repeats)."""
     if seconds.empty:
         return "none: every run is done"
     if seconds.isna().all():
@@ -117,12 +156,14 @@ def wall_time(campaign: Campaign, seconds: pd.Series) -> str:
     if campaign.executor == "submitit-local":
         return f"about {total}: the jobs run at once, sharing this machine"
     limit_s = campaign.slurm.time * 60
-    segments = math.ceil(seconds.max() / max(limit_s - SIGNAL_DELAY_S, 1))
+    segments = math.ceil(seconds.max() / max(limit_s - SIGNAL_DELAY_S - start_s, 1))
     longest = f"{duration(seconds.max())} if the cluster runs all {len(seconds)} jobs at once, {total} one at a time"
     return longest + f"; the longest run needs {segments} job(s) of the {campaign.slurm.time}-minute limit"
 
 
-def print_plan(campaign: Campaign, path: Path, root: Path, frame: pd.DataFrame, notes: list[str]) -> None:
+def print_plan(
+    campaign: Campaign, path: Path, root: Path, frame: pd.DataFrame, notes: list[str], start_s: float = 0.0
+) -> None:
     launch_text = f"{campaign.launch.processes} process(es) on {campaign.launch.nodes} node(s) per run"
     print(f"campaign {campaign.name} ({path}): {len(frame)} runs, executor {campaign.executor}, {launch_text}")
     shown = root.relative_to(Path.cwd()) if root.is_relative_to(Path.cwd()) else root
@@ -131,7 +172,7 @@ def print_plan(campaign: Campaign, path: Path, root: Path, frame: pd.DataFrame, 
     remaining = frame[frame["status"] != "done"]
     print(
         f"\ntotal: {frame['_h'].sum():.3g} device-hours over {len(frame)} runs; still to run: {len(remaining)} runs, "
-        f"{remaining['_h'].sum():.3g} device-hours, wall time {wall_time(campaign, remaining['_s'])}"
+        f"{remaining['_h'].sum():.3g} device-hours, wall time {wall_time(campaign, remaining['_s'], start_s)}"
     )
     print("Times are the estimated schedules (training and evaluation), without process start-up.")
     for note in dict.fromkeys(notes):

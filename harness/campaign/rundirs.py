@@ -62,10 +62,12 @@ def outcome(output: Path) -> str | None:
 
 
 def last_error_line(text: str) -> str:
-    """The line of a log that says why a run failed: its last error line, else its last line."""
+    """The line of a log that says why a run failed: the harness's last one-line error, else the last exception
+    line, else the last line. (accelerate 1.16's launcher repeats the run's stderr after it, as a RuntimeError.)"""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [m.group(1) for m in map(_ERROR_LINE.match, lines) if m]
     errors = [line for line in errors if not any(mark in line for mark in _LAUNCHER_LINES)]
-    if errors:
-        return errors[-1]
+    own = [line for line in errors if line.startswith("error: ")]
+    if own or errors:
+        return (own or errors)[-1]
     return lines[-1] if lines else "no output"

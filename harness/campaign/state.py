@@ -2,7 +2,8 @@
 
 Statuses: planned (not started), running (started and not known to have ended), done (its summary.json is
 complete), failed (it ended otherwise; `error` holds the last line of its error), preempted (its last attempt
-stopped on a signal, with a checkpoint to resume from). A status is read back from the run's folder whenever the
+stopped on a signal, with a checkpoint to resume from), cancelled (its job was cancelled, e.g. by scancel; running
+the campaign again resumes it like a preempted one). A status is read back from the run's folder whenever the
 folder can tell, since `accelerate launch` of several processes reports a worker's exit as its own failure.
 """
 
@@ -23,7 +24,7 @@ from harness.results import atomic_write_json
 
 STATE = "campaign.json"
 LOCK = ".campaign.lock"
-STATUSES = ("planned", "running", "done", "failed", "preempted")
+STATUSES = ("planned", "running", "done", "failed", "preempted", "cancelled")
 
 
 def now() -> str:
@@ -48,12 +49,15 @@ class RunState:
         launch = {"started_at": now(), "executor": executor, "job_id": job_id, "resumed_from": resumed_from}
         self.launches.append(launch)
 
-    def ended(self, root: Path, exit_status: int | None, error: str | None) -> None:
-        """Settle the status from the run's folder, else from how its process ended."""
+    def ended(self, root: Path, exit_status: int | None, error: str | None, cancelled: bool = False) -> None:
+        """Settle the status from the run's folder, else from how its process ended; a cancelled job's unfinished
+        run is cancelled."""
         if self.launches:
             self.launches[-1] |= {"ended_at": now(), "exit_status": exit_status}
         self.observe(root)
-        if self.status == "running":
+        if cancelled and self.status != "done":
+            self.status, self.error = "cancelled", None
+        elif self.status == "running":
             recorded = self.attempts[-1].get("stopped") if self.attempts else None
             self.status = "failed"
             if isinstance(recorded, str) and recorded.startswith("error: "):
@@ -70,6 +74,8 @@ class RunState:
         record = rundirs.summary(run_dir)
         self.eval_top1 = record["eval_top1"] if record else None
         seen = rundirs.outcome(root / "runs" / self.id)
+        if seen == "preempted" and self.status == "cancelled":  # its folder cannot tell the two apart
+            seen = None
         if seen is not None:
             self.status = seen
             self.error = None if seen == "done" else self.error
@@ -111,14 +117,22 @@ def write_state(root: Path, header: dict, states: list[RunState]) -> None:
     atomic_write_json(root / STATE, {**header, "updated_at": now(), "counts": counts, "runs": runs})
 
 
-class Lock:
-    """One campaign command at a time on a root: a second is refused while the first holds the lock."""
+class Held(Exception):
+    """The lock is held by another process; `holder` is what that process wrote in the lock file."""
 
-    def __init__(self, root: Path):
-        self.path = root / LOCK
-        self.file = None
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
 
-    def __enter__(self) -> Lock:
+
+class FileLock:
+    """An exclusive flock on a file, for the life of a `with` block; refused at once (Held) while another process
+    holds it. The holder writes `holder` into the file, for the refusal to name it."""
+
+    def __init__(self, path: Path, holder: str):
+        self.path, self.holder, self.file = path, holder, None
+
+    def __enter__(self) -> FileLock:
         self.file = self.path.open("a+")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -126,12 +140,25 @@ class Lock:
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
             self.file.close()
-            raise ConfigError(f"campaign root {self.path.parent} is in use by {holder}; wait for it to end") from None
+            raise Held(holder) from None
         self.file.truncate(0)
-        self.file.write(f"pid {os.getpid()}")
+        self.file.write(self.holder)
         self.file.flush()
         return self
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+class Lock(FileLock):
+    """One campaign command at a time on a root: a second is refused while the first holds the lock."""
+
+    def __init__(self, root: Path):
+        super().__init__(root / LOCK, f"pid {os.getpid()}")
+
+    def __enter__(self) -> Lock:
+        try:
+            return super().__enter__()
+        except Held as e:
+            raise ConfigError(f"campaign root {self.path.parent} is in use by {e.holder}; wait for it to end") from None
