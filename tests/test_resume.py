@@ -90,17 +90,23 @@ ACCUMULATED = [
 ]
 
 
-def test_mid_epoch_resume_of_rsb_a3_with_randaugment_on_the_device_matches(tmp_path):
-    """RSB A3 on the in-memory path: crops, RandAugment, Mixup/CutMix drawn per batch; killed after update 6 of 12."""
-    args = ["--recipe", "rsb_a3", *SMOKE, "--loader", "memory", "--save-every", "2", "--keep", "10"]
-    assert main([*args, "--output", str(tmp_path)]) == 0
-    run = run_dir_of(tmp_path)
+def assert_resumed_after_update_6_matches(args: list[str], output: Path) -> None:
+    """Train with a checkpoint every 2 updates, drop all but the first three (as if killed after update 6), resume:
+    the per-epoch losses equal the uninterrupted run's."""
+    assert main([*args, "--output", str(output)]) == 0
+    run = run_dir_of(output)
     uninterrupted = losses(run)
     for later in complete_checkpoints(run)[3:]:
         shutil.rmtree(later)
     (run / "summary.json").unlink()
     assert run_cli("--resume", str(run)).returncode == 0
     assert losses(run) == uninterrupted
+
+
+def test_mid_epoch_resume_of_rsb_a3_with_randaugment_on_the_device_matches(tmp_path):
+    """RSB A3 on the in-memory path: crops, RandAugment, Mixup/CutMix drawn per batch; killed after update 6 of 12."""
+    args = ["--recipe", "rsb_a3", *SMOKE, "--loader", "memory", "--save-every", "2", "--keep", "10"]
+    assert_resumed_after_update_6_matches(args, tmp_path)
     summary = only_summary(tmp_path)
     assert (summary["data_path"], summary["augment_on"]) == ("memory", "device")
 
@@ -109,14 +115,7 @@ def test_mid_epoch_resume_with_timms_augmentation_in_persistent_workers_matches(
     """RSB A1's PIL RandAugment and crops in a worker: a resumed run's new worker draws each sample as before."""
     args = ["--recipe", "rsb_a1", *SMOKE, "--loader", "workers", "--augment-on", "workers", "--workers", "1"]
     args += ["--save-every", "2", "--keep", "10"]
-    assert main([*args, "--output", str(tmp_path)]) == 0
-    run = run_dir_of(tmp_path)
-    uninterrupted = losses(run)
-    for later in complete_checkpoints(run)[3:]:
-        shutil.rmtree(later)
-    (run / "summary.json").unlink()
-    assert run_cli("--resume", str(run)).returncode == 0
-    assert losses(run) == uninterrupted
+    assert_resumed_after_update_6_matches(args, tmp_path)
     assert only_summary(tmp_path)["augment_on"] == "workers"
 
 
