@@ -92,6 +92,7 @@ def make_accelerator(
     compile_model: bool = False,
     log_with: list[str] | None = None,
     amp_dtype: str = "float16",
+    data_seed: int = 0,
 ) -> Accelerator:
     """The recipe decides mixed precision: its `amp_dtype` (bfloat16 falls back to float16 on a GPU without it),
     none on CPU.
@@ -108,7 +109,10 @@ def make_accelerator(
         step_scheduler_with_optimizer=False,
         cpu=not _wants_cuda(),
         # Pinned batches move to the GPU without blocking the host (the per-image path pins them).
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=_wants_cuda()),
+        # data_seed: the same shuffle on every process (else accelerate seeds it from torch's seed, seed + rank).
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True, data_seed=data_seed, non_blocking=_wants_cuda()
+        ),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,
         # The number of micro-steps per update is set once the micro-batch is known; every epoch trains whole
@@ -259,6 +263,7 @@ def start_accelerator(recipe, args: argparse.Namespace, log_with: list[str] | No
         compile_model=args.compile,
         log_with=log_with,
         amp_dtype=recipe.amp_dtype,
+        data_seed=args.seed,
     )
     cpu_threads = set_cpu_threads(accelerator, args.threads)
     if accelerator.device.type == "cuda":  # as timm's train.py sets them

@@ -183,7 +183,8 @@ def test_sigterm_to_the_launcher_reaches_both_processes_and_the_run_resumes_on_o
         launcher.send_signal(signal.SIGTERM)  # torchrun forwards it to both training processes
         status = launcher.wait(timeout=240)
     logs = (tmp_path / "launcher.log").read_text()
-    assert status == 1, logs  # torchrun re-raises the signal as its own failure
+    # torchrun re-raises the signal as its own failure: accelerate 1.15 exits 1, accelerate 1.16 128 + SIGTERM
+    assert status in (1, 128 + signal.SIGTERM), logs
     run = only_run(out)
     checkpoint = complete_checkpoints(run)[-1]
     stopped_at = progress_of(str(checkpoint))["num_updates"]
