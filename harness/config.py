@@ -202,15 +202,18 @@ def rescale_lr(published: Recipe, resolved: Recipe, lr_overridden: bool) -> tupl
     return dataclasses.replace(resolved, lr=lr), record
 
 
+def has_batchnorm(model) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def step_differences(published: Recipe, model, split, train_loader) -> list[str]:
     """How the run's steps differ from the publication's beyond the recipe's fields: BatchNorm's batch per device
     (where the reference states the publication's) and micro-batches an epoch leaves untrained."""
-    import torch
-
     lines = []
     stated = published.reference.per_device_batch
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if stated and has_bn and split.micro_batch != stated:
+    if stated and has_batchnorm(model) and split.micro_batch != stated:
         lines.append(f"BatchNorm batch per device: {stated} -> {split.micro_batch}")
     left = len(train_loader) % split.accum_steps
     if left:

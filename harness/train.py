@@ -44,7 +44,7 @@ from harness.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from harness.config import ConfigError, budget_limits, fidelity, step_differences
+from harness.config import ConfigError, budget_limits, fidelity, has_batchnorm, step_differences
 from harness.data import (
     UNREADABLE_LOG,
     DataError,
@@ -305,8 +305,7 @@ def largest_fitting_micro_batch(accelerator: Accelerator, recipe, model, split: 
 
 def batchnorm_note(model: torch.nn.Module, split: BatchSplit) -> list[str]:
     """Accumulation keeps the optimizer's batch but not BatchNorm's: a note, not a difference from the paper."""
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if not has_bn or split.accum_steps == 1:
+    if not has_batchnorm(model) or split.accum_steps == 1:
         return []
     return [
         f"BatchNorm statistics are computed over each micro-batch of {split.micro_batch} images per process, "
