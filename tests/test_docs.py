@@ -1,0 +1,60 @@
+"""The documentation site: generated pages in sync with the code, a strict build, and a README that stays short."""
+
+import re
+import subprocess
+import sys
+
+from harness import docgen
+from tests.conftest import ROOT
+
+
+def test_the_generated_pages_are_what_the_generator_writes_now(tmp_path):
+    written = docgen.write_pages(tmp_path)
+    stale = [p.relative_to(tmp_path) for p in written if p.read_text() != (ROOT / "docs" / p.relative_to(tmp_path)).read_text()]
+    assert not stale, f"run python -m harness.docgen: {stale} differ from the code"
+    committed = {p.name for p in (ROOT / "docs" / "recipes").glob("*.md")}
+    assert committed == {p.name for p in (tmp_path / "recipes").glob("*.md")}, "a recipe page without its recipe"
+    mkdocs_yml = (ROOT / "mkdocs.yml").read_text()
+    assert docgen.with_recipes_nav(mkdocs_yml) == mkdocs_yml, "run python -m harness.docgen: the recipes' nav differs"
+
+
+def test_the_cli_reference_holds_every_option_of_the_three_tools():
+    page = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    for _, module, builder, _ in docgen.TOOLS:
+        for action in docgen._build(module, builder)._actions:
+            for option in action.option_strings:
+                assert f"`{option}" in page or f", {option}" in page, option
+
+
+def test_every_recipe_page_cites_its_source_and_lists_its_unverified_settings():
+    from recipes import get_recipe, list_recipes
+
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        page = (ROOT / "docs" / "recipes" / f"{name}.md").read_text()
+        assert " ".join(recipe.reference.source.split()) in page
+        unverified = page.split("## UNVERIFIED settings")[1].split("## Fields")[0]
+        assert unverified.count("\n- ") == sum("UNVERIFIED" in note for note in recipe.notes), name
+
+
+def test_mkdocs_builds_strictly(tmp_path):
+    # strict: a broken link or anchor, or a page missing from the navigation, is an error (mkdocs.yml's validation)
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "recipes" / "rsb_a3" / "index.html").is_file()
+    assert (tmp_path / "site" / "benchmarks" / "index.html").is_file()
+
+
+def test_the_readme_is_a_front_page_inside_the_repository():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert "../shared" not in readme and "/work/" not in readme
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"README.md links to {target}, which is not in the repository"
