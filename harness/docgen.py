@@ -197,7 +197,7 @@ def recipe_page(name: str) -> str:
         ("\n".join(f"- {note}" for note in unverified) if unverified else "None.") + "\n",
         "## Fields\n",
         "Every training setting, as `--set KEY=VALUE` and a recipe file name them. "
-        "\"set by the recipe\" marks a value other than the schema's default.\n",
+        '"set by the recipe" marks a value other than the schema\'s default.\n',
         "\n".join(_setting_lines(recipe)) + "\n",
     ]
     return "\n".join(parts)
@@ -207,7 +207,15 @@ def _index_table(names: list[str]) -> str:
     rows = ["| recipe | model | dataset | epochs | reported top-1 | summary |", "|---|---|---|---|---|---|"]
     for name in names:
         r = get_recipe(name)
-        rows.append(f"| [`{name}`]({name}.md) | `{r.model}` | `{r.dataset}` | {r.epochs} | {_reported(r)} | {_cell(r.summary)} |")
+        cells = [
+            f"[`{name}`]({name}.md)",
+            f"`{r.model}`",
+            f"`{r.dataset}`",
+            str(r.epochs),
+            _reported(r),
+            _cell(r.summary),
+        ]
+        rows.append(f"| {' | '.join(cells)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -516,14 +516,14 @@ def test_a_shielded_launcher_outlives_slurms_signals_and_the_run_lifts_the_block
     assert (tmp_path / "log").read_text().strip() == "SIGUSR1"
 
 
-def test_the_readmes_slurm_conf_is_the_one_the_test_cluster_writes():
+def test_the_documented_slurm_conf_is_the_one_the_test_cluster_writes():
     import re
 
     from tests.slurm_cluster import SLURM_CONF
 
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- slurm.conf:start -->\n```\n(.*?)```\n<!-- slurm.conf:end -->", readme, flags=re.S)
-    assert block, "README.md has no slurm.conf block"
+    page = (ROOT / "docs" / "guide" / "campaigns.md").read_text()
+    block = re.search(r"<!-- slurm.conf:start -->\n```\n(.*?)```\n<!-- slurm.conf:end -->", page, flags=re.S)
+    assert block, "docs/guide/campaigns.md has no slurm.conf block"
     node = dict(re.findall(r"(CPUs|RealMemory)=(\d+)", block.group(1)))
     expected = SLURM_CONF.format(
         folder="/tmp/slurm", cpus=node["CPUs"], memory=node["RealMemory"], ctld_port=6817, slurmd_port=6818

@@ -23,14 +23,15 @@ def test_every_registered_recipe_round_trips_through_json_and_yaml(name):
     assert fields.pop("base") == name and Recipe(**fields, reference=recipe.reference) == recipe
 
 
-def test_the_readme_example_is_a_valid_recipe_with_its_own_reference():
+def test_the_documented_example_is_a_valid_recipe_with_its_own_reference():
     resolved = resolve(str(EXAMPLE))
     a3 = get_recipe("rsb_a3")
     assert resolved.published == resolved.recipe  # it cites its own number, so it is its own published setting
     assert resolved.recipe.reference.top1 == 68.25 and "2110.00476" in resolved.recipe.reference.source
     changed = {f.name for f in dataclasses.fields(Recipe) if getattr(a3, f.name) != getattr(resolved.recipe, f.name)}
     assert changed == {"name", "summary", "reference", "notes", "model"}
-    assert f"```yaml\n{EXAMPLE.read_text()}```" in (ROOT / "README.md").read_text()  # the README shows it verbatim
+    page = (ROOT / "docs" / "guide" / "recipe-files.md").read_text()
+    assert f"```yaml\n{EXAMPLE.read_text()}```" in page  # the recipe-files page shows it verbatim
 
 
 def test_the_schema_holds_every_field_with_its_constraints(capsys):
