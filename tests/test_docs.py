@@ -66,3 +66,37 @@ def test_the_readme_is_a_front_page_inside_the_repository():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
         if not target.startswith(("http://", "https://")):
             assert (ROOT / target).exists(), f"README.md links to {target}, which is not in the repository"
+
+
+def _summary_keys() -> set[str]:
+    """Every key a summary.json can hold, read from the code that writes it (harness/results.py, train.py and
+    evaluate_only.py): the record's dict literals, the eval keys it copies, and what write_record adds."""
+    import ast
+
+    keys = set()
+    for module in ("results", "train", "evaluate_only"):
+        tree = ast.parse((ROOT / "harness" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict) and any(
+                isinstance(k, ast.Constant) and k.value == "status" for k in node.keys
+            ):
+                keys |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id == "eval_keys":
+                    keys |= {e.value for e in node.value.elts}
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "summary":
+                if isinstance(node.slice, ast.Constant):
+                    keys.add(node.slice.value)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "summary.update":
+                keys |= {k.arg for k in node.keywords}
+    return keys
+
+
+def test_the_run_record_page_names_every_summary_field_and_metrics_column():
+    from harness.results import METRIC_COLUMNS
+
+    page = (ROOT / "docs" / "reference" / "run-record.md").read_text()
+    keys = _summary_keys()
+    assert {"eval_top1", "fidelity", "attempts", "eval_only", "skipped_images", "plots"} <= keys  # the reader works
+    missing = sorted(k for k in keys | set(METRIC_COLUMNS) if f"`{k}`" not in page)
+    assert not missing, f"docs/reference/run-record.md does not describe {missing}"
