@@ -234,7 +234,9 @@ def recipes_index() -> str:
         + "\n## Seed-report experiments\n\n"
         "The experiments of the five seed reports, the reports this project was created from, each with the "
         "report's own numbers. The reports leave most settings out; each recipe's notes say which settings come "
-        "from the report and which were chosen here.\n\n" + _index_table(seeds)
+        "from the report and which were chosen here. "
+        "[Reported numbers and sources](../reference/references.md#the-seed-reports) gives each report's setting and "
+        "numbers.\n\n" + _index_table(seeds)
     )
 
 
