@@ -166,6 +166,7 @@ def test_a_real_out_of_memory_in_nvjpegs_outputs_is_named_and_blames_no_image(tm
     assert not dataset.unreadable_log.exists() and not decoder.codes.any()
 
 
+@pytest.mark.slow  # a run
 def test_out_of_memory_in_the_decode_stops_a_gpu_run_in_one_line_naming_it(tmp_path, monkeypatch, capsys):
     root = tmp_path / "folder"
     for split, count in (("train", 32), ("val", 8)):

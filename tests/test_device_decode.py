@@ -291,6 +291,7 @@ def test_a_device_failure_stops_the_decode_with_its_name_and_blames_no_image(enc
     assert not dataset.unreadable_log.exists() and not decoder.codes.any()
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_the_decode_stops_the_run_in_one_line_naming_it(mixed_folder, tmp_path, monkeypatch, capsys):
     root, cut = mixed_folder
     cut.unlink()  # every image readable
@@ -332,6 +333,7 @@ def test_decode_on_device_without_a_working_nvjpeg_is_refused_when_the_run_is_pl
     assert not (tmp_path / "runs").exists() and auto == "workers"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_counts_the_fallbacks_of_its_earlier_attempt(mixed_folder, tmp_path, monkeypatch):
     root, cut = mixed_folder
     cut.unlink()  # 31 training images, 4 of them decoded in the workers; 3 batches of 8 in the one epoch
