@@ -75,8 +75,8 @@ DECODE_NOTE = (
     "CPU's decoder gives PIL's pixels exactly and the resize differs from PIL's by a mean under 0.02 of a level of "
     "255 (uint8 resampling, CPU) and under 0.15 (float resampling, as on a GPU), at most 17 levels at sharp "
     "edges; nvJPEG's own decode differences are measured by benchmarks/gpu_check.sh. Images the device decoder does "
-    "not take (PNG, CMYK, greyscale, progressive, truncated) are decoded in the workers with PIL, counted in "
-    "decode_fallbacks"
+    "not take (PNG, CMYK, greyscale, progressive, truncated) are decoded in the workers with PIL, and JPEGs it "
+    "rejects on the host with PIL, counted in decode_fallbacks"
 )
 
 # decode_jpeg is deprecated in favour of TorchCodec from torchvision 0.29 on; it is what the GPU image has.
