@@ -5,7 +5,10 @@ Markdown with the device named. `benchmarks/gpu_check.sh` installs what it needs
     python benchmarks/gpu_check.py --quick ...     # every step at a tiny size (a CPU can run it)
 
 Steps, each timed and recorded even when another fails, the most telling first; a step that would overrun the
-check's time budget (`--budget-s`) is recorded as skipped:
+check's time budget (`--budget-s`) is recorded as skipped. Correctness comes before speed:
+-  cuda_tests, first: the tests marked `cuda` (`python -m pytest -m cuda` over the test modules that mark any),
+   their passed/failed/errors/skipped counts and the failing tests' ids kept in the record; a failing test is the
+   step's error (the check exits 1), and the measurements follow all the same.
 0. The main job end to end (benchmarks/main_job.py): RSB A3 at its published setting (ResNet-50, 160 px, bf16,
    channels_last, LAMB, BCE, Mixup/CutMix, RandAugment on the device, per-process batch 256) trained from a folder of
    51,200 generated ImageNet-sized JPEGs, timed in the steady state, for the harness with decode on the device and in
@@ -36,6 +39,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -260,6 +264,71 @@ def policy_rows(quick: bool) -> list[dict]:
     return rows
 
 
+CUDA_TESTS_TIMEOUT_S = 240
+
+
+def cuda_test_files(tests: Path = ROOT / "tests") -> list[Path]:
+    """The test modules that mark tests `cuda` (only they are collected: the others may import what the GPU
+    machine lacks)."""
+    return sorted(path for path in tests.rglob("test_*.py") if "pytest.mark.cuda" in path.read_text())
+
+
+def cuda_tests_command(junit: Path, files: list[Path]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+            *(str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files)]  # fmt: skip
+
+
+def junit_summary(junit: Path) -> dict:
+    """Counts of a pytest JUnit report's outcomes, the failing tests (id, outcome, first line) and the skip reasons."""
+    counts = dict.fromkeys(("passed", "failed", "errors", "skipped"), 0)
+    failing, skip_reasons = [], set()
+    for case in ElementTree.parse(junit).iter("testcase"):
+        outcome = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
+        if outcome is None:
+            counts["passed"] += 1
+        elif outcome.tag == "skipped":
+            counts["skipped"] += 1
+            skip_reasons.add(outcome.get("message", ""))
+        else:
+            counts["failed" if outcome.tag == "failure" else "errors"] += 1
+            message = (outcome.get("message") or "").strip().splitlines()
+            failing.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome.tag,
+                            "message": message[0][:300] if message else ""})  # fmt: skip
+    return {**counts, "failing": failing, "skip_reasons": sorted(skip_reasons)}
+
+
+def cuda_tests(timeout: float, tests: Path = ROOT / "tests") -> dict:
+    """The tests marked cuda, run first: the GPU code's correctness (decode stream, host waits, torch.compile, AMP)
+    before any measurement. The outcome counts, the failing tests and the command."""
+    files = cuda_test_files(tests)
+    if not files:
+        raise RuntimeError(f"no test module under {tests} marks tests cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "cuda_tests.xml"
+        command = cuda_tests_command(junit, files)
+        print("+ " + shlex.join(command), flush=True)
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        print(result.stdout[-3000:], result.stderr[-2000:], flush=True)
+        if not junit.is_file():  # pytest missing, or it could not start
+            raise RuntimeError(f"pytest exit {result.returncode}, no report: {result.stderr.strip()[-300:]}")
+        summary = junit_summary(junit)
+    return {"command": shlex.join(command), "exit_status": result.returncode, **summary,
+            "seconds": time.perf_counter() - started}  # fmt: skip
+
+
+def _cuda_tests(record: dict) -> str:
+    title = "### CUDA tests (`pytest -m cuda`), run before any measurement\n\n"
+    result = record.get("cuda_tests")
+    if not result:
+        return title + "not run\n"
+    counts = ", ".join(f"{result[k]} {k}" for k in ("passed", "failed", "errors", "skipped"))
+    lines = [f"{counts} in {result['seconds']:.0f} s: `{result['command']}`"]
+    lines += [f"- {f['outcome']}: {f['test']}: {f['message']}" for f in result["failing"]]
+    lines += [f"- skipped: {reason}" for reason in result["skip_reasons"]]
+    return title + "\n".join(lines) + "\n"
+
+
 def _markdown(title: str, rows: list[dict]) -> str:
     if not rows:
         return f"### {title}\n\nnot measured\n"
@@ -318,6 +387,7 @@ def render(record: dict) -> str:
         f"{meta['versions']['timm']}, accelerate {meta['versions']['accelerate']}, {meta['measured_at']}, "
         f"{meta['seconds']:.0f} s in all.",
         "",
+        _cuda_tests(record),
         *_main_job(record),
         _markdown("Training step: model alone vs the harness (fixed random batch)", record["step"]),
         _markdown("The recipes' RandAugment/AutoAugment/AugMix policies on the device", record["policy"]),
@@ -380,16 +450,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The seconds a step needs at least on the GPU machine; one that has less left is recorded as skipped.
-STEP_NEEDS_S = {"main_job": 200, "policy": 10, "loader": 70, "step": 20, "proxy": 300}
+STEP_NEEDS_S = {"cuda_tests": 60, "main_job": 200, "policy": 10, "loader": 70, "step": 20, "proxy": 300}
 
 
 def check(args: argparse.Namespace, names: list[str]) -> int:
     started = time.perf_counter()
-    record = {"main_job": {}, "step": [], "policy": [], "loader": [], "proxy": [], "errors": {}, "skipped": {}}
+    record = {"cuda_tests": {}, "main_job": {}, "step": [], "policy": [], "loader": [], "proxy": [], "errors": {}}
+    record["skipped"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = data_path.make_jpeg_folder(Path(tmp) / "jpegs", 64 if args.quick else args.images)
         main_job_folder = Path(tmp) / "main-job" / "jpegs" / "train"
-        steps = {  # the most telling first: a later step may meet the time budget
+        steps = {  # correctness first, then the most telling: a later step may meet the time budget
+            "cuda_tests": lambda left: cuda_tests(min(left, CUDA_TESTS_TIMEOUT_S)),
             "main_job": lambda left: main_job_rows(args.quick, Path(tmp), args.timm_train_py, min(left, 290)),
             "policy": lambda left: policy_rows(args.quick),
             "loader": lambda left: loader_rows(
@@ -411,6 +483,9 @@ def check(args: argparse.Namespace, names: list[str]) -> int:
             except Exception as e:  # one failing step must not lose the others' measurements
                 traceback.print_exc()
                 record["errors"][name] = f"{type(e).__name__}: {str(e)[:300]}"
+            failing = record[name].get("failing") if isinstance(record[name], dict) else None
+            if failing:  # tests that fail on the GPU: the check fails, its measurements still follow
+                record["errors"][name] = f"{len(failing)} failing: " + ", ".join(f["test"] for f in failing)[:600]
             print(json.dumps(record[name], default=str)[:2000], flush=True)
             write(record, args, started)  # after every step, so a check cut short keeps what it measured
     print(render(record))
@@ -422,6 +497,7 @@ def dry_run(args: argparse.Namespace, names: list[str]) -> int:
     s = main_job.setting(args.quick)
     folder, out = Path("<tmp>/main-job/jpegs"), Path("<tmp>/main-job/outputs")
     descriptions = {
+        "cuda_tests": "the tests marked cuda, before any measurement (counts and failing ids into the record)",
         "main_job": f"make {s.images} train JPEGs of 500x375 (quality 90) in {folder} ({s.classes} classes, one "
         f"process per core); time updates {s.warmup}-{s.warmup + s.timed} of each row (batch {s.batch}, "
         f"{s.size} px); then the profile",
@@ -432,6 +508,8 @@ def dry_run(args: argparse.Namespace, names: list[str]) -> int:
     }
     for name in names:
         print(f"step {name} (needs about {STEP_NEEDS_S[name]} s): {descriptions[name]}")
+        if name == "cuda_tests":
+            print(f"  $ {shlex.join(cuda_tests_command(Path('<tmp>/cuda_tests.xml'), cuda_test_files()))}")
         if name == "main_job":
             rows = main_job.row_commands(folder, args.timm_train_py, out, s, args.quick, cuda=not args.quick)
             for setting, command in rows.items():

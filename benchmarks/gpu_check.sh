@@ -2,8 +2,9 @@
 # The GPU check in one command of at most about 9 minutes on one GPU (an H100 or H200 with 16 CPU cores) on a
 # machine with no package index: it installs what the project needs from a wheel folder made beforehand, brings
 # its data (Fashion-MNIST; the JPEG folders are generated there) and timm's train.py (a pytorch-image-models
-# checkout copied into .gpu/ by --prepare), measures (benchmarks/gpu_check.py says what) and writes
-# gpu_check.json and gpu_check.md, the device named.
+# checkout copied into .gpu/ by --prepare), runs the tests marked cuda first (`python -m pytest -m cuda`, their
+# counts and failing ids kept in the record: correctness before speed), then measures (benchmarks/gpu_check.py says
+# what) and writes gpu_check.json and gpu_check.md, the device named.
 #
 #   benchmarks/gpu_check.sh --prepare --timm-checkout DIR   # where the package index is: wheels, data, timm's
 #                                                           # train.py and timm/ from the checkout DIR, in .gpu/
@@ -22,7 +23,7 @@ PYTHON=${PYTHON:-python3}
 TARGET_PYTHON=${TARGET_PYTHON:-3.12}          # the GPU machine's Python
 FASHION_MNIST=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 # What the GPU image lacks of the project's dependencies, at the versions installed here; timm too, so both
-# machines run the same timm.
+# machines run the same timm. The CUDA tests need nothing more (the image has pytest).
 CARRIED=(pydantic pydantic-core annotated-types typing-inspection timm)
 
 dry=0 prepare=0 install=1 out=benchmarks/results/gpu-check extra=() checkout= train_py=

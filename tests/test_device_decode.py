@@ -2,10 +2,13 @@
 images within the run record's stated tolerance of timm's PIL pipeline, PIL fallbacks and skips counted and named,
 the worker path's batches whole and after a mid-epoch resume, and the refusals."""
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -17,10 +20,14 @@ from timm.data import create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from harness.data import SkippingImageFolder, first, unreadable
+from harness import engine
+from harness.data import SkippingImageFolder, decode, first, unreadable
 from harness.data.decode import (
+    FALLBACK_REASONS,
+    REJECTED,
     DecodeError,
     DeviceDecoder,
+    DeviceError,
     EncodedImage,
     EncodedTrainTransform,
     WorkerDecoded,
@@ -30,6 +37,7 @@ from harness.data.decode import (
 from harness.data.loader import worker_train_loader
 from harness.data.route import DataRoute
 from harness.data.transforms import build_transforms
+from harness.preemption import EXIT_PREEMPTED
 from harness.run import main, parse_args
 from recipes import get_recipe
 from tests.conftest import only_summary
@@ -208,3 +216,141 @@ def test_memory_path_and_arrays_have_nothing_to_decode_and_device_is_refused_the
         assert err[0].endswith("; use --decode-on auto or workers")
     with pytest.raises(DecodeError, match="the workers run PIL augmentations"):  # the policy in the workers
         choose_decode("device", DataRoute("workers", "workers"), recipe, True, 3, CPU)
+
+
+def no_header_data(data: bytes) -> bytes:
+    """A JPEG whose header PIL reads (size, format, mode) but whose image data is gone: no decoder can decode it."""
+    return data[: data.index(b"\xff\xda")] + b"\xff\xd9"
+
+
+@pytest.fixture
+def encoded_batch(photo_jpegs, tmp_path):
+    """Six photographs for the device, the fourth with its image data cut off, from a folder-like dataset that logs
+    unreadable images in tmp_path; and that dataset."""
+    recipe = a3(img_size=48)
+    datas = [photo_jpegs[k] for k in range(6)]
+    datas[3] = no_header_data(datas[3])
+    transform = EncodedTrainTransform(recipe)
+    random.seed(0)
+    items = [(transform(data, f"photo{k}.jpg", k), k) for k, data in enumerate(datas)]
+    assert all(isinstance(item, EncodedImage) for item, _ in items)  # the worker sees nothing wrong in the headers
+    dataset = SkippingImageFolder.__new__(SkippingImageFolder)
+    dataset.samples, dataset.split, dataset.unreadable_log = [(f"photo{k}.jpg", 0) for k in range(6)], "train", None
+    dataset.unreadable_log = tmp_path / "unreadable.txt"
+    return collate_encoded(items)[0], dataset
+
+
+def rejecting(rejected: set[int], error: Exception, real=decode_jpeg):
+    """decode_jpeg as a device decoder that fails on the images whose byte counts are in `rejected` (and on any
+    batch holding one) with `error`."""
+
+    def fake(data, **kwargs):
+        sizes = {len(t) for t in data} if isinstance(data, list) else {len(data)}
+        if sizes & rejected:
+            raise error
+        return real(data, **kwargs)
+
+    return fake
+
+
+def test_a_jpeg_the_device_decoder_rejects_is_decoded_on_the_host_and_counted(encoded_batch, monkeypatch):
+    batch, dataset = encoded_batch
+    expected, gaps = DeviceDecoder(48, CPU, dataset)(batch)  # the CPU's decoder gives PIL's pixels
+    assert gaps == [(3, 0)]  # the image without data: neither decoder reads it
+    second = batch.jpeg_sizes[1]
+    nvjpeg_rejects = RuntimeError("Error while decoding JPEG images: Failed to decode batch: 4")  # JPEG_NOT_SUPPORTED
+    monkeypatch.setattr(decode, "decode_jpeg", rejecting({second}, nvjpeg_rejects))
+    decoder = DeviceDecoder(48, CPU, dataset)
+    images, gaps = decoder(batch)
+    assert gaps == [(3, 0)] and torch.equal(images, expected)  # decoded by PIL on the host, cropped as the device
+    assert decoder.codes.tolist() == [0, FALLBACK_REASONS.index(REJECTED) + 1, 0, 0, 0, 0]
+    assert unreadable.unreadable_images(dataset.unreadable_log) == {"train": ["photo3.jpg"]}  # PIL fails on it too
+    log = dataset.unreadable_log.with_name(decode.FALLBACK_LOG).read_text()
+    assert log == f"1\t{REJECTED}\n"
+
+
+DEVICE_FAILURES = [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
+    (RuntimeError("Error while decoding JPEG images: CUDA out of memory. Tried to allocate 20 MiB"), "out of memory"),
+    (RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be"), "CUDA error"),
+    (RuntimeError("Error while decoding JPEG images: Failed to decode batch: 6"), "nvJPEG error"),  # EXECUTION_FAILED
+    (RuntimeError("Error while decoding JPEG images: Failed to initialize nvjpeg with hardware backend: 7"), "nvJPEG"),
+]
+
+
+@pytest.mark.parametrize(("error", "named"), DEVICE_FAILURES)
+def test_a_device_failure_stops_the_decode_with_its_name_and_blames_no_image(encoded_batch, monkeypatch, error, named):
+    batch, dataset = encoded_batch
+    monkeypatch.setattr(decode, "decode_jpeg", rejecting({batch.jpeg_sizes[1]}, error))
+    decoder = DeviceDecoder(48, CPU, dataset)
+    with pytest.raises(DeviceError) as raised:
+        decoder(batch)
+    message = str(raised.value)
+    assert named in message and "not the images' fault" in message and "\n" not in message
+    assert "cannot be decoded" not in message and isinstance(raised.value, unreadable.DataError)  # one line, exit 2
+    assert not dataset.unreadable_log.exists() and not decoder.codes.any()
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_the_decode_stops_the_run_in_one_line_naming_it(mixed_folder, tmp_path, monkeypatch, capsys):
+    root, cut = mixed_folder
+    cut.unlink()  # every image readable
+    out_of_memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(decode, "decode_jpeg", rejecting(set(range(10**7)), out_of_memory))
+    args = ["--recipe", "cnn_fmnist", "--dataset", "folder", "--data-dir", str(root), "--budget", "smoke",
+            "--batch-size", "8", "--workers", "0", "--decode-on", "device"]  # fmt: skip
+    args += ["--output", str(tmp_path / "runs")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: decoding training JPEGs on cpu failed: out of memory ("), err
+    assert "cannot be decoded" not in err[0]
+    assert not list((tmp_path / "runs").glob(f"*/{unreadable.UNREADABLE_LOG}"))  # no image blamed
+
+
+def test_decode_on_device_without_a_working_nvjpeg_is_refused_when_the_run_is_planned(
+    mixed_folder, tmp_path, monkeypatch, capsys
+):
+    root, _ = mixed_folder
+    no_nvjpeg = RuntimeError("decode_jpegs_cuda: torchvision not compiled with nvJPEG support")
+    # A machine with a GPU whose torchvision has no nvJPEG (this one has no GPU: CUDA is faked as far as planning).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(decode, "decode_jpeg", rejecting(set(range(10**7)), no_nvjpeg))
+    decode._nvjpeg_failure.cache_clear()
+    try:
+        args = ["--recipe", "cnn_fmnist", "--dataset", "folder", "--data-dir", str(root), "--budget", "smoke",
+                "--decode-on", "device", "--output", str(tmp_path / "runs")]  # fmt: skip
+        assert main(args) == 2
+        auto = choose_decode("auto", DataRoute("workers", None), a3(), True, 3, torch.device("cuda", 0))
+    finally:
+        decode._nvjpeg_failure.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --decode-on device cannot run cnn_fmnist: torchvision's decode_jpeg (nvJPEG) does not run on cuda:0 "
+        f"(RuntimeError: {no_nvjpeg}); use --decode-on auto or workers"
+    ]
+    assert not (tmp_path / "runs").exists() and auto == "workers"
+
+
+@pytest.mark.slow
+def test_a_resumed_run_counts_the_fallbacks_of_its_earlier_attempt(mixed_folder, tmp_path, monkeypatch):
+    root, cut = mixed_folder
+    cut.unlink()  # 31 training images, 4 of them decoded in the workers; 3 batches of 8 in the one epoch
+    args = ["--recipe", "cnn_fmnist", "--dataset", "folder", "--data-dir", str(root), "--budget", "smoke",
+            "--epochs", "1", "--batch-size", "8", "--workers", "2", "--decode-on", "device", "--seed", "0"]  # fmt: skip
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    whole = only_summary(tmp_path / "whole")["decode_fallbacks"]
+    count_update = engine.count_update
+
+    def stop_after_the_second_update(trainer):  # as a scheduler's SIGUSR1 would, between two updates
+        count_update(trainer)
+        if trainer.num_updates == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(engine, "count_update", stop_after_the_second_update)
+    assert main([*args, "--output", str(tmp_path / "resumed")]) == EXIT_PREEMPTED
+    monkeypatch.setattr(engine, "count_update", count_update)
+    (run_dir,) = (tmp_path / "resumed").iterdir()
+    assert main(["--resume", str(run_dir)]) == 0  # the last batch only
+    assert only_summary(tmp_path / "resumed")["decode_fallbacks"] == whole and sum(whole["train"].values()) >= 2

@@ -13,11 +13,14 @@ from PIL import Image
 from scipy import stats
 from sklearn.datasets import load_sample_images
 from timm.data import create_transform
+from timm.data.transforms import RandomResizedCropAndInterpolation
 
 from harness.data import DigitsDataset, first
+from harness.data.decode import DeviceDecoder, EncodedImage
 from harness.data.device import DeviceStage
 from harness.data.loader import worker_eval_loader, worker_train_loader
-from harness.data.transforms import build_transforms
+from harness.data.memory import BatchEvalTransform
+from harness.data.transforms import RandomResizedCropToTensor, build_transforms
 from recipes import get_recipe
 
 CPU = torch.device("cpu")
@@ -69,7 +72,7 @@ def test_training_crops_resized_as_tensors_stay_within_a_fraction_of_a_level_of_
     resampling; timm resizes PIL images. The run record's note quotes this bound."""
     recipe = dataclasses.replace(get_recipe("rsb_a3"), img_size=160, interpolation=interpolation)
     timms = create_transform(160, is_training=True, scale=recipe.scale, ratio=recipe.ratio, hflip=recipe.hflip,
-                             color_jitter=None, interpolation=interpolation, use_prefetcher=True)
+                             color_jitter=None, interpolation=interpolation, use_prefetcher=True)  # fmt: skip
     train_tf, _ = build_transforms(recipe, channels=3, aa_in_workers=False)
     images = photos * 4
     batches = []
@@ -80,6 +83,29 @@ def test_training_crops_resized_as_tensors_stay_within_a_fraction_of_a_level_of_
     difference = (batches[0] - batches[1]).abs()
     assert batches[1].shape == (len(images), 3, 160, 160)
     assert (difference > 0).float().mean() < 0.03 and difference.max() <= largest
+
+
+def test_nearest_resizes_tensors_exactly_as_pils_nearest_on_every_path():
+    """PIL's NEAREST (timm's) takes the source pixel under each output pixel's centre; torch's NEAREST on tensors
+    floors instead, which differs from PIL on a crop of a 97x131 image resized to 64."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (131, 97, 3), dtype=np.uint8))
+    recipe = dataclasses.replace(get_recipe("rsb_a3"), img_size=64, train_interpolation="nearest")
+    timm_crop = RandomResizedCropAndInterpolation(64, recipe.scale, recipe.ratio, "nearest")
+    worker_crop = RandomResizedCropToTensor(64, recipe.scale, recipe.ratio, "nearest")
+    decoder = DeviceDecoder(64, CPU, [image])
+    for k in range(8):
+        random.seed(k)
+        expected = torch.from_numpy(np.array(timm_crop(image))).permute(2, 0, 1)
+        random.seed(k)
+        box, mode = worker_crop.draw(image)
+        assert torch.equal(worker_crop.resize(image, box, mode), expected)  # the workers' tensor path
+        decoded = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        assert torch.equal(decoder.crop(decoded, EncodedImage(None, box, mode, False, "x")), expected)  # the device's
+    evaluation = dataclasses.replace(recipe, interpolation="nearest", test_img_size=48, crop_pct=0.9)
+    timm_eval = create_transform(48, interpolation="nearest", crop_pct=0.9, mean=recipe.mean, std=recipe.std)
+    batch = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+    assert (BatchEvalTransform(evaluation, CPU)(batch)[0] - timm_eval(image)).abs().max() <= 1e-6  # in memory
 
 
 def test_grey_images_become_three_equal_channels_as_in_the_float_path():

@@ -3,9 +3,11 @@ and its refusals."""
 
 import importlib.metadata
 import os
+import shlex
 import subprocess
 import sys
 
+from benchmarks import gpu_check as check
 from tests.conftest import ROOT
 
 
@@ -59,7 +61,7 @@ def test_dry_run_lists_the_main_job_with_timms_train_py_at_a3s_setting_beside_th
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     steps = [line.split()[1] for line in lines if line.startswith("step ")]
-    assert steps == ["main_job", "policy", "loader", "step", "proxy"]  # the main job first
+    assert steps == ["cuda_tests", "main_job", "policy", "loader", "step", "proxy"]  # the CUDA tests, then the main job
     main_job = lines[lines.index(next(x for x in lines if x.startswith("step main_job"))) :]
     assert "57600 train JPEGs of 500x375 (quality 90)" in main_job[0] and "time updates 25-200" in main_job[0]
     rows = {line.split(": $ ")[0].strip(): line.split(": $ ")[1].split() for line in main_job[1:6]}
@@ -74,3 +76,43 @@ def test_dry_run_lists_the_main_job_with_timms_train_py_at_a3s_setting_beside_th
     assert "--bce-loss" in timm and "--channels-last" in timm
     assert rows["bare model (fixed batch)"][-1] == "bare" and "profile" in main_job[5]
     assert not (tmp_path / "gpu").exists()
+
+
+def test_dry_run_lists_the_cuda_tests_first_with_their_pytest_command(tmp_path):
+    result = gpu_check("--dry-run", GPU_DIR=str(tmp_path / "gpu"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("step "))
+    assert lines[first].startswith("step cuda_tests ")
+    command = shlex.split(lines[first + 1].split("$ ", 1)[1])
+    assert command[1:9] == "-m pytest -m cuda -q -p no:cacheprovider --junitxml=<tmp>/cuda_tests.xml".split()
+    assert "tests/test_cuda_decode.py" in command[9:]
+    assert all((ROOT / f).is_file() and "pytest.mark.cuda" in (ROOT / f).read_text() for f in command[9:])
+
+
+def test_the_cuda_step_keeps_counts_and_failing_ids_and_renders_them_first(tmp_path):
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_on_the_gpu.py").write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.cuda\n"
+        "def test_passes():\n    assert 1 + 1 == 2\n"
+        "def test_fails():\n    assert 1 + 1 == 3, 'one and one make two'\n"
+        "@pytest.mark.skip(reason='no device here')\n"
+        "def test_skipped():\n    pass\n"
+    )
+    (tests / "test_elsewhere.py").write_text("def test_not_marked_not_collected():\n    raise AssertionError\n")
+    result = check.cuda_tests(120, tests)
+    assert (result["passed"], result["failed"], result["errors"], result["skipped"]) == (1, 1, 0, 1)
+    assert result["exit_status"] == 1 and result["skip_reasons"] == ["no device here"]
+    (failing,) = result["failing"]
+    assert failing["test"].endswith("::test_fails") and "one and one make two" in failing["message"]
+    assert "test_elsewhere" not in result["command"] and "-p no:cacheprovider" in result["command"]
+    markdown = check._cuda_tests({"cuda_tests": result})
+    assert "1 passed, 1 failed, 0 errors, 1 skipped" in markdown and "test_fails" in markdown
+
+
+def test_the_cuda_tests_of_this_repository_skip_with_their_reason_without_a_gpu():
+    result = check.cuda_tests(300)
+    assert result["skipped"] >= 5 and result["passed"] == result["failed"] == result["errors"] == 0
+    assert "needs a CUDA device" in result["skip_reasons"]

@@ -114,6 +114,17 @@ def test_in_the_training_process_the_processs_own_generators_are_left_alone():
     assert (torch.rand(1), np.random.rand(), random.random()) == expected
 
 
+def test_per_sample_seeding_leaves_the_cuda_generators_alone(monkeypatch):
+    """torch.manual_seed also seeds every CUDA generator (dropout and drop path draw there), which fork_rng(devices=[])
+    does not restore: with the workers in the training process their draws would follow the samples'."""
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", cuda_seeds.append)
+    draws = _epoch(SeededSamples(RandomDraws(), seed=0, rank=0), 0, 0)
+    assert cuda_seeds == []
+    assert torch.equal(draws, _epoch(SeededSamples(RandomDraws(), seed=0, rank=0), 0, 2))  # the same draws as before
+
+
 def test_copies_of_one_index_on_one_process_draw_differently():
     dataset = SeededSamples(RandomDraws(), seed=0, rank=0)
     copies = _epoch(dataset, 0, 0, sampler=NumberedRepeats([2, 2, 2, 5], len(dataset)))

@@ -12,8 +12,10 @@ step; the step waits on an event, never on the host.
 
 Images the device decoder does not take (another format than JPEG, CMYK, greyscale, progressive, or bytes that do
 not end in a JPEG end-of-image marker, the mark of a truncated file) are decoded in the worker with PIL and resized
-there as the worker path does; a batch mixes both. The record counts them per split (`decode_fallbacks`). An image
-PIL cannot decode is skipped and named under the rule of `harness.data.unreadable`, as is one the device fails on.
+there as the worker path does; a batch mixes both. A JPEG the device decoder rejects all the same is decoded on the
+host with PIL and cropped on the device. The record counts both per split (`decode_fallbacks`, over every attempt
+of a resumed run). Only an image PIL cannot decode is skipped and named under the rule of `harness.data.unreadable`;
+a failure of the device itself (out of memory, a CUDA or nvJPEG error) stops the run with `DeviceError`.
 Evaluation keeps timm's PIL transform in the workers.
 """
 
@@ -22,9 +24,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import os
+import re
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,14 +42,31 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from harness.data.catalog import DataError
 from harness.data.device import DeviceLoader, DeviceStage, batch_generator
-from harness.data.transforms import RandomResizedCropToTensor, resizes_tensors
-from harness.data.unreadable import UNREADABLE_LOG, note_unreadable
+from harness.data.transforms import RandomResizedCropToTensor, resizes_tensors, tensor_interpolation
+from harness.data.unreadable import UNDECODABLE, UNREADABLE_LOG, note_unreadable
 from recipes import Recipe
 
 DECODE_ON = ("auto", "device", "workers")
 # Why an image was decoded in the worker instead; its code in `DeviceDecoder.codes` is its place here plus one.
-FALLBACK_REASONS = ("png", "webp", "other format", "cmyk", "grayscale", "other mode", "progressive", "no end marker")
+# The last: a JPEG the device decoder rejected, decoded on the host instead.
+FALLBACK_REASONS = (
+    "png", "webp", "other format", "cmyk", "grayscale", "other mode", "progressive", "no end marker",
+    "rejected by the device decoder",
+)  # fmt: skip
+REJECTED = FALLBACK_REASONS[-1]
+# Each training image decoded elsewhere than on the device, "index<TAB>reason", beside the unreadable log in the
+# run directory, so a resumed run counts the fallbacks of its earlier attempts too.
+FALLBACK_LOG = "decode_fallbacks.txt"
 END_OF_IMAGE = b"\xff\xd9"
+# What in an error of torch's or torchvision's decode_jpeg says the device failed, not the image: CUDA errors and
+# nvJPEG failing to start or to run (its statuses 5-8: allocator failure, execution failed, architecture mismatch,
+# internal error). Out of memory is told apart first. Anything else (a bitstream nvJPEG rejects: its statuses 2-4,
+# 9-10, an unknown chroma subsampling, a header it cannot read) is the image's, which PIL then decodes.
+DEVICE_FAILURE = re.compile(
+    r"CUDA error|CUDA stream|not compiled with nvJPEG|nvjpegGetProperty|Failed to (initialize nvjpeg|create)|"
+    r"Failed to [\w ]+: [5-8]$|ALLOCATOR_FAILURE|EXECUTION_FAILED|ARCH_MISMATCH|INTERNAL_ERROR",
+    re.IGNORECASE,
+)
 
 # Measured by tests/test_device_decode.py on scikit-learn's two photographs (JPEG quality 90, timm's boxes at 160 px).
 DECODE_NOTE = (
@@ -53,8 +75,8 @@ DECODE_NOTE = (
     "CPU's decoder gives PIL's pixels exactly and the resize differs from PIL's by a mean under 0.02 of a level of "
     "255 (uint8 resampling, CPU) and under 0.15 (float resampling, as on a GPU), at most 17 levels at sharp "
     "edges; nvJPEG's own decode differences are measured by benchmarks/gpu_check.sh. Images the device decoder does "
-    "not take (PNG, CMYK, greyscale, progressive, truncated) are decoded in the workers with PIL, counted in "
-    "decode_fallbacks"
+    "not take (PNG, CMYK, greyscale, progressive, truncated) are decoded in the workers with PIL, and JPEGs it "
+    "rejects on the host with PIL, counted in decode_fallbacks"
 )
 
 # decode_jpeg is deprecated in favour of TorchCodec from torchvision 0.29 on; it is what the GPU image has.
@@ -71,20 +93,62 @@ class DecodeError(ValueError):
     """--decode-on device was asked for where it cannot run; the message says why and what would work."""
 
 
+class DeviceError(DataError):
+    """The device failed while decoding training JPEGs (out of memory, a CUDA or nvJPEG error): not the images'
+    fault, so none is skipped; the run stops in one line that names the error."""
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def device_failure(error: BaseException) -> str | None:
+    """What failed on the device, where a decode error is not the image's fault (`DEVICE_FAILURE`); None where it
+    is the image's."""
+    text = first_line(error)
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in text.lower():
+        return f"out of memory ({type(error).__name__}: {text})"
+    if DEVICE_FAILURE.search(text):
+        return f"a CUDA or nvJPEG error ({type(error).__name__}: {text})"
+    return None
+
+
+def planned_device() -> torch.device:
+    """The device this process will train on, known before the Accelerator exists: its local GPU where CUDA is there
+    and not turned off (ACCELERATE_USE_CPU), else the CPU (as harness.train.make_accelerator decides)."""
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    if torch.cuda.is_available() and not forced_cpu:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
 @functools.cache
-def _decodes_on(device: str) -> bool:
-    """Whether torchvision's decode_jpeg runs on this CUDA device (nvJPEG present and working)."""
+def _nvjpeg_failure(device: str) -> str | None:
+    """None where torchvision's decode_jpeg decodes a small JPEG on this CUDA device (nvJPEG there and working),
+    else its error. The device is made current first: torchvision makes its one decoder for the device current at
+    its first call and orders its writes against that device's current stream."""
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 100, 50)).save(buffer, "JPEG")
     data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
     try:
-        return decode_jpeg([data], mode=ImageReadMode.RGB, device=device)[0].shape == (3, 16, 16)
-    except (RuntimeError, ValueError):  # no nvJPEG in this build, or the device refuses
-        return False
+        with torch.cuda.device(torch.device(device)):
+            decoded = decode_jpeg([data], mode=ImageReadMode.RGB, device=device)[0]
+    except (RuntimeError, ValueError, AssertionError) as error:  # no nvJPEG in this build, or the device refuses
+        return f"{type(error).__name__}: {first_line(error)}"
+    return None if decoded.shape == (3, 16, 16) else f"a 16x16 JPEG came back {tuple(decoded.shape)}"
+
+
+def why_no_nvjpeg(device: torch.device) -> str | None:
+    """Why torchvision cannot decode JPEGs on this CUDA device (None: it can)."""
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _nvjpeg_failure(str(torch.device("cuda", index)))
 
 
 def device_decodes_jpeg(device: torch.device | None) -> bool:
-    return device is not None and device.type == "cuda" and torch.cuda.is_available() and _decodes_on(str(device))
+    return device is not None and device.type == "cuda" and why_no_nvjpeg(device) is None
 
 
 def _why_not_on_device(route, recipe: Recipe, reads_files: bool, channels: int) -> str | None:
@@ -103,8 +167,14 @@ def choose_decode(
     decode_on: str, route, recipe: Recipe, reads_files: bool, channels: int, device: torch.device | None = None
 ) -> str | None:
     """Where training images are decoded: "device", "workers", or None where none are decoded from files (the
-    in-memory path, datasets held as arrays). `auto` is the device where torchvision decodes JPEGs on CUDA."""
+    in-memory path, datasets held as arrays). `auto` is the device where torchvision decodes JPEGs on CUDA.
+    `device` None: the one the run is planned to train on (`planned_device`). On a GPU, `--decode-on device` needs
+    nvJPEG working there; on a CPU its "device" is the CPU's own decoder (libjpeg), always there."""
     reason = _why_not_on_device(route, recipe, reads_files, channels)
+    if reason is None and decode_on == "device":
+        device = device if device is not None else planned_device()
+        missing = why_no_nvjpeg(device) if device.type == "cuda" else None
+        reason = missing and f"torchvision's decode_jpeg (nvJPEG) does not run on {device} ({missing})"
     if reason is not None:
         if decode_on == "device":
             raise DecodeError(f"--decode-on device cannot run {recipe.name}: {reason}; use --decode-on auto or workers")
@@ -140,6 +210,7 @@ class EncodedImage:
     interpolation: TF.InterpolationMode
     flip: bool
     name: str  # as the unreadable log names it
+    index: int = -1  # in the dataset, for `DeviceDecoder.codes` (-1: not from a dataset)
 
 
 @dataclass
@@ -168,7 +239,7 @@ class EncodedTrainTransform:
         flip = self.hflip > 0 and bool(torch.rand(1) < self.hflip)  # as RandomHorizontalFlip draws
         reason = fallback_reason(image, data)
         if reason is None:
-            return EncodedImage(data, box, mode, flip, name)
+            return EncodedImage(data, box, mode, flip, name, index)
         crop = self.crop.resize(image.convert("RGB"), box, mode)  # PIL raises here for a corrupt image
         return WorkerDecoded(TF.horizontal_flip(crop) if flip else crop, reason, index)
 
@@ -240,10 +311,11 @@ def _base(dataset: Dataset) -> Dataset:
 
 class DeviceDecoder:
     """An EncodedBatch to a uint8 (n, 3, S, S) batch on `device`: one batched decode_jpeg call, then each crop
-    resized (torch's antialiased resampling) and flipped. An image the device fails on is named in the unreadable
-    log and its place taken by a readable image of the batch: `__call__` also returns those (gap, filler)
-    positions, for the labels. `codes[i]` says why dataset image i was decoded in the workers (0: it was not, or
-    not seen)."""
+    resized (torch's antialiased resampling) and flipped. A JPEG the device decoder rejects is decoded on the host
+    with PIL instead; one PIL cannot decode either is named in the unreadable log and its place taken by a readable
+    image of the batch: `__call__` also returns those (gap, filler) positions, for the labels. A failure of the
+    device itself raises DeviceError. `codes[i]` says why dataset image i was decoded elsewhere than on the device
+    (0: it was not, or not seen); each new one is also written to the run directory's FALLBACK_LOG."""
 
     def __init__(self, size: int, device: torch.device, dataset: Dataset):
         self.size, self.device, self.dataset = [size, size], device, dataset
@@ -259,37 +331,76 @@ class DeviceDecoder:
             for position, image in zip(batch.decoded_positions, decoded, strict=True):
                 slots[position] = image
         for index, reason in batch.fallbacks:
-            self.codes[index] = FALLBACK_REASONS.index(reason) + 1
+            self._fell_back(index, reason)
         filled, gaps = _fill_gaps(slots)
         return torch.stack(filled), gaps
 
     def decode(self, batch: EncodedBatch) -> list[torch.Tensor | None]:
-        """The batch's JPEGs cropped at the train size; None for one the decoder fails on (named in the log)."""
+        """The batch's JPEGs cropped at the train size; None for one no decoder can read (named in the log)."""
         decoded = self.decode_all(batch)
         return [None if d is None else self.crop(d, i) for d, i in zip(decoded, batch.device_images, strict=True)]
 
     def decode_all(self, batch: EncodedBatch) -> list[torch.Tensor | None]:
-        """The batch's whole decoded JPEGs, in one batched decode_jpeg call; None for one the decoder fails on."""
+        """The batch's whole decoded JPEGs, in one batched decode_jpeg call; None for one no decoder can read."""
         jpegs = batch.jpegs()
         try:
-            return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:  # one bad image fails the batch: decode one by one to find it
-            return [self._decode_one(data, image.name) for data, image in zip(jpegs, batch.device_images, strict=True)]
+            return self._on_device(jpegs)
+        except RuntimeError as error:  # one image the decoder rejects fails the batch: decode one by one
+            self._stop_if_the_device_failed(error)
+        return [self._decode_one(data, image) for data, image in zip(jpegs, batch.device_images, strict=True)]
 
-    def _decode_one(self, data: torch.Tensor, name: str) -> torch.Tensor | None:
+    def _on_device(self, jpegs: torch.Tensor | list[torch.Tensor]):
+        if self.device.type == "cuda":
+            # decode_jpeg allocates its outputs on this thread's current stream but nvJPEG writes them on a stream
+            # of its own, which does not wait for this one. Blocks freed here (the last batch's whole images) may
+            # still be read by resize kernels queued on this stream; the caching allocator hands them out again at
+            # once, so without this wait nvJPEG could overwrite pixels before they are read.
+            torch.cuda.current_stream(self.device).synchronize()
+        return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
+
+    def _stop_if_the_device_failed(self, error: RuntimeError) -> None:
+        failure = device_failure(error)
+        if failure is not None:
+            raise DeviceError(
+                f"decoding training JPEGs on {self.device} failed: {failure}; this is not the images' fault "
+                "(none was skipped): a smaller --micro-batch or --decode-on workers avoids it"
+            ) from error
+
+    def _decode_one(self, data: torch.Tensor, image: EncodedImage) -> torch.Tensor | None:
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:
+            return self._on_device(data)
+        except RuntimeError as error:
+            self._stop_if_the_device_failed(error)
+        return self._on_host(data, image)
+
+    def _on_host(self, data: torch.Tensor, image: EncodedImage) -> torch.Tensor | None:
+        """A JPEG the device decoder rejects, decoded by PIL as the workers decode; None where PIL cannot either."""
+        try:
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as opened:
+                decoded = TF.pil_to_tensor(opened.convert("RGB"))
+        except UNDECODABLE:
             base = _base(self.dataset)
-            note_unreadable(getattr(base, "unreadable_log", None), getattr(base, "split", "train"), name)
+            note_unreadable(getattr(base, "unreadable_log", None), getattr(base, "split", "train"), image.name)
             return None
+        self._fell_back(image.index, REJECTED)
+        return decoded.to(self.device)
+
+    def _fell_back(self, index: int, reason: str) -> None:
+        """Count dataset image `index` as decoded elsewhere for `reason`, in `codes` and, the first time, the log."""
+        code = FALLBACK_REASONS.index(reason) + 1
+        if index < 0 or self.codes[index] == code:
+            return
+        self.codes[index] = code
+        log = getattr(_base(self.dataset), "unreadable_log", None)
+        if log is not None:
+            with open(Path(log).with_name(FALLBACK_LOG), "a") as f:
+                f.write(f"{index}\t{reason}\n")
 
     def crop(self, decoded: torch.Tensor, image: EncodedImage) -> torch.Tensor:
         """timm's box of a decoded image, resized to the train size and flipped as the worker drew."""
         top, left, height, width = image.box
-        crop = TF.resized_crop(
-            decoded, top, left, height, width, self.size, interpolation=image.interpolation, antialias=True
-        )
+        mode = tensor_interpolation(image.interpolation)
+        crop = TF.resized_crop(decoded, top, left, height, width, self.size, interpolation=mode, antialias=True)
         return TF.horizontal_flip(crop) if image.flip else crop
 
 
@@ -348,13 +459,21 @@ class DecodingLoader(DeviceLoader):
 
 
 def decode_fallbacks(accelerator: Accelerator, loader) -> dict | None:
-    """{"train": {reason: images}}: the distinct training images decoded in the workers instead of on the device,
-    over every process (None when the device did not decode). Every process calls it."""
+    """{"train": {reason: images}}: the distinct training images decoded elsewhere than on the device, over every
+    process and, where the run directory has a FALLBACK_LOG, every attempt (None when the device did not decode).
+    Every process calls it."""
     if not isinstance(loader, DecodingLoader):
         return None
     codes = torch.from_numpy(loader.decoder.codes.astype(np.int32)).to(accelerator.device)
     if accelerator.num_processes > 1:
         torch.distributed.all_reduce(codes, op=torch.distributed.ReduceOp.MAX)  # one reason per image
+    codes = codes.cpu()
+    log = getattr(_base(loader.decoder.dataset), "unreadable_log", None)
+    if log is not None and Path(log).with_name(FALLBACK_LOG).is_file():  # earlier attempts of a resumed run
+        for line in Path(log).with_name(FALLBACK_LOG).read_text().splitlines():
+            index, _, reason = line.partition("\t")
+            if reason in FALLBACK_REASONS and 0 <= int(index) < len(codes):
+                codes[int(index)] = max(int(codes[int(index)]), FALLBACK_REASONS.index(reason) + 1)
     counts = torch.bincount(codes.long(), minlength=len(FALLBACK_REASONS) + 1).tolist()
     return {"train": {reason: counts[i + 1] for i, reason in enumerate(FALLBACK_REASONS) if counts[i + 1]}}
 

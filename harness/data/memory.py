@@ -34,7 +34,7 @@ from torch.utils.data import Dataset, Subset
 
 from harness.data.autoaugment import unsupported_on_device
 from harness.data.device import DeviceStage, batch_generator, normalise, to_uint8, to_unit_float
-from harness.data.transforms import jitter_active
+from harness.data.transforms import jitter_active, tensor_interpolation
 from recipes import Recipe
 
 IN_MEMORY_DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -184,7 +184,7 @@ class BatchEvalTransform:
     def __init__(self, recipe: Recipe, device: torch.device):
         self.size = recipe.test_img_size
         self.resize_to = math.floor(recipe.test_img_size / recipe.crop_pct)
-        self.interpolation = TF.InterpolationMode(recipe.interpolation)
+        self.interpolation = tensor_interpolation(TF.InterpolationMode(recipe.interpolation))
         self.mean = list(recipe.mean)
         self.std = list(recipe.std)
 

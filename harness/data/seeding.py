@@ -60,9 +60,12 @@ def _kept_generators():
 
 
 def seed_sample(key: int) -> None:
+    """Seed Python's, NumPy's and torch's CPU generator, the ones a sample's transforms draw from. Not
+    `torch.manual_seed`, which also seeds every CUDA generator (dropout and drop path draw from those) that
+    `_kept_generators` would not restore."""
     random.seed(key)
     np.random.seed(key % (2**32))
-    torch.manual_seed(key)
+    torch.random.default_generator.manual_seed(key)
 
 
 class SeededSamples(Dataset):

@@ -33,6 +33,12 @@ TENSOR_RESIZE_NOTE = (
 )
 
 
+def tensor_interpolation(mode: InterpolationMode) -> InterpolationMode:
+    """The mode that resizes a tensor as PIL resizes an image with `mode`: for tensors NEAREST is torch's legacy
+    rule (the source pixel at floor(x * scale)), PIL's nearest takes the pixel under the centre, NEAREST_EXACT."""
+    return InterpolationMode.NEAREST_EXACT if mode == InterpolationMode.NEAREST else mode
+
+
 def jitter_active(recipe: Recipe) -> bool:
     """Whether colour jitter runs: timm turns it off when a policy runs, except after a '3a' policy."""
     return recipe.color_jitter > 0 and (not recipe.aa or "3a" in recipe.aa)
@@ -68,7 +74,7 @@ class RandomResizedCropToTensor:
         """The box of a decoded image as a uint8 tensor at the train size."""
         top, left, height, width = box
         crop = TF.pil_to_tensor(image.crop((left, top, left + width, top + height)))
-        return TF.resize(crop, list(self.timm.size), interpolation=mode, antialias=True)
+        return TF.resize(crop, list(self.timm.size), interpolation=tensor_interpolation(mode), antialias=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.timm!r})"
