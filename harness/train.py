@@ -57,6 +57,7 @@ from harness.data import (
 )
 from harness.data.autoaugment import device_policy
 from harness.data.decode import decode_fallbacks, with_decode
+from harness.data.device import random_erasing
 from harness.data.loader import worker_eval_loader, worker_train_loader
 from harness.data.memory import memory_loaders
 from harness.data.route import DataRoute, RouteError
@@ -453,6 +454,7 @@ def make_trainer(run: BuiltRun) -> Trainer:
         num_classes=run.num_classes,
         global_batch_size=recipe.batch_size,
         mixup=mixup,
+        erase=random_erasing(recipe, accelerator.device),
         clip_grad=recipe.clip_grad,
         ema=ModelEmaV3(accelerator.unwrap_model(run.model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
         frozen=run.frozen,
