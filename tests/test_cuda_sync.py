@@ -22,9 +22,12 @@ from rich.progress import Progress
 from sklearn.datasets import load_sample_images
 
 from harness import engine
+from harness.build import build_scheduler
+from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.data.decode import device_decodes_jpeg
 from harness.run import parse_args, plan_run
-from harness.train import build_run, make_trainer
+from harness.train import build_run, make_accelerator, make_trainer
+from recipes import get_recipe
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -161,3 +164,30 @@ def test_steady_state_training_steps_never_wait_on_the_host(
     assert trainer.num_updates == trainer.updates_per_epoch == UPDATES and trainer.accum_steps == 2
     assert steady == list(range(WARMUP_UPDATES + 1, UPDATES + 1))  # every later update ran with the mode on
     assert math.isfinite(row["train_loss"])
+
+
+def _float16_linear():
+    accelerator = make_accelerator(amp=True, amp_dtype="float16")
+    model = torch.nn.Linear(4, 2)
+    return (accelerator, *accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1)))
+
+
+def test_the_float16_loss_scale_is_checkpointed_and_restored(tmp_path, fresh_accelerator_state):
+    """Each update with infinite gradients is skipped and halves GradScaler's scale, as under timm's train.py; a
+    resumed run goes on from the scale it had, not from 2**16 again."""
+    accelerator, model, optimizer = _float16_linear()
+    assert accelerator.scaler is not None
+    for _ in range(2):
+        accelerator.backward(model(torch.ones(1, 4, device="cuda")).sum() * float("inf"))
+        optimizer.step()
+        optimizer.zero_grad()
+    assert optimizer.step_was_skipped and accelerator.scaler.get_scale() == 2.0**14
+    scheduler = build_scheduler(get_recipe("rsb_a3"), optimizer, 10)[0]
+    progress = {"epoch": 0, "step_in_epoch": 2, "num_updates": 2, "scheduler": scheduler.state_dict(), "history": []}
+    path = save_checkpoint(accelerator, tmp_path, progress, None, keep=1)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator, model, optimizer = _float16_linear()
+    assert accelerator.scaler.get_scale() == 2.0**16
+    load_checkpoint(accelerator, path, build_scheduler(get_recipe("rsb_a3"), optimizer, 10)[0], None)
+    assert accelerator.scaler.get_scale() == 2.0**14

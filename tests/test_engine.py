@@ -85,5 +85,6 @@ def test_random_erasing_follows_mixup_and_cutmix_as_in_timms_prefetcher(mix):
     expected, _ = timm_prefetcher_batch(run.recipe, uint8_images, labels, run.num_classes)
     level = 0.5 / 255 / min(run.recipe.std) + 1e-6  # half a level of 255, normalised
     assert (seen[0] - expected).abs().max() <= (0.0 if mix == "cutmix" else level)
+    assert seen[0].dtype == torch.float32 and seen[0].is_contiguous(memory_format=torch.channels_last)
     erased = (expected == 0).all(dim=1).float().mean(dim=(1, 2))
     assert (erased > 0.01).float().mean() > 0.9  # the boxes are there to be compared
