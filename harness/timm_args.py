@@ -80,9 +80,14 @@ def _set(flag: str) -> Callable[[dict], bool]:
 
 
 def _erases_mixed_batches(flags: dict) -> bool:
-    """Random erasing and Mixup/CutMix both on: only then does train.py's prefetcher change the order of the two."""
-    mixes = (flags.get("mixup") or 0) > 0 or (flags.get("cutmix") or 0) > 0
-    return (flags.get("reprob") or 0) > 0 and mixes and (flags.get("mixup_prob") or 0) > 0
+    """Random erasing and Mixup/CutMix both on: only then does train.py's prefetcher change the order of the two.
+    (A value of the wrong type is reported where the flag is read.)"""
+
+    def on(flag: str) -> bool:
+        value = flags.get(flag)
+        return isinstance(value, int | float) and value > 0
+
+    return on("reprob") and (on("mixup") or on("cutmix")) and on("mixup_prob")
 
 
 # Flags that act only while another flag is on; while it is off they are ignored, whatever their value.
