@@ -1,15 +1,17 @@
 """On a GPU the training step never waits on the host: torch's sync debug mode set to "error" around steady-state
 training steps (after a warm-up of two updates, which allocates, tunes cuDNN and builds optimizer state), on every
 data path: the split in memory on the device, DataLoader workers, and JPEGs decoded on the device by the decode
-thread. The mode is process-wide, so the decode thread is held to it too: a host wait there would hold back the next
-batch. The only host reads allowed are those the loop makes on purpose: the device values read every --log-every
-updates and at the epoch's end (`engine._Window.read`), and, in float16, GradScaler's check for infinite gradients
-before the optimizer steps (torch's GradScaler makes it on every update, as under timm's train.py)."""
+thread. The mode is process-wide, so the decode thread is held to it too. The only host waits allowed are those made
+on purpose: the device values read every --log-every updates and at the epoch's end (`engine._Window.read`); in
+float16, GradScaler's check for infinite gradients before the optimizer steps (torch's GradScaler makes it on every
+update, as under timm's train.py); and in the decode thread alone, a wait for its own stream before a decode, where
+the decoder orders nvJPEG's writes after the stream's earlier work that way (harness.data.decode)."""
 
 from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +98,20 @@ def _step_unless_infinite(self, optimizer, optimizer_state, *args, **kwargs):
     return None if found_inf else optimizer.step(*args, **kwargs)
 
 
+def _stream_wait_allowed_in_the_decode_thread(synchronize):
+    """`torch.cuda.Stream.synchronize`, which the debug mode counts; in the decode thread the same wait by an event
+    (recorded on the stream, waited for on the host), which it does not."""
+
+    def wrapped(stream):
+        if not threading.current_thread().name.startswith("decode"):
+            return synchronize(stream)
+        queued = torch.cuda.Event()
+        queued.record(stream)
+        queued.synchronize()
+
+    return wrapped
+
+
 @contextmanager
 def host_waits_are_errors(warmup: int, steady: list[int]) -> Iterator[None]:
     """From the end of update `warmup` on, a synchronising CUDA call anywhere in the process raises, except in the
@@ -113,6 +129,8 @@ def host_waits_are_errors(warmup: int, steady: list[int]) -> Iterator[None]:
         patch.setattr(engine, "count_update", counted)
         patch.setattr(engine._Window, "read", _allowed(engine._Window.read))
         patch.setattr(torch.amp.GradScaler, "_maybe_opt_step", _step_unless_infinite)
+        stream_wait = _stream_wait_allowed_in_the_decode_thread(torch.cuda.Stream.synchronize)
+        patch.setattr(torch.cuda.Stream, "synchronize", stream_wait)
         try:
             yield
         finally:
