@@ -115,7 +115,6 @@ REFUSED_BECAUSE = {
     "as train.py does with its prefetcher",
 }
 
-
 HARNESS_KEY = "harness"  # recipe fields train.py has no flag for, in a file written here
 TIMM_SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")  # what create_scheduler_v2 builds
 # harness dataset <-> train.py --dataset; an image folder is train.py's default ('').
