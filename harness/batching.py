@@ -7,8 +7,11 @@ accumulation, so the published global batch (and its LR) is kept on any number o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import torch
 
 from harness.config import ConfigError
 
@@ -78,3 +81,25 @@ def probe_micro_batch(split: BatchSplit, try_step: Callable[[int], None], even: 
         return micro
 
     return fits()
+
+
+@contextmanager
+def leaves_no_trace(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """Trial forward/backward passes of `model` in the block (train mode, random images) leave nothing behind: its
+    buffers (BatchNorm's running statistics and batch counts), gradients and mode as they were, and torch's
+    generators on the host and on `device` (the random images, dropout and drop path draw from them) too. The
+    block must not step an optimizer."""
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    gradients = {name: p.grad for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    training = model.training
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name])
+        for name, p in model.named_parameters():
+            p.grad = gradients[name]
+        model.train(training)

@@ -50,6 +50,9 @@ class Trainer:
     # the epochs the schedule spans (harness.build.build_scheduler: epochs + cooldown, + warmup with warmup_prefix)
     epochs: int = 1
     mixup: Callable | None = None
+    # timm's RandomErasing on the device, after Mixup/CutMix as timm's PrefetchLoader erases the batches its collate
+    # mixed (harness.data.device.random_erasing)
+    erase: Callable | None = None
     clip_grad: float | None = None
     ema: ModelEmaV3 | None = None
     num_updates: int = 0
@@ -140,6 +143,8 @@ def train_micro_step(t: Trainer, images: torch.Tensor, targets: torch.Tensor, ta
     labels = targets
     if t.mixup is not None:
         images, targets = t.mixup(images, targets)
+    if t.erase is not None:  # outside autocast, in float32, as timm's loader erases
+        images = t.erase(images)
     with t.accelerator.accumulate(t.model):
         with t.accelerator.autocast():
             logits = t.model(images)

@@ -53,7 +53,7 @@ IGNORED = frozenset(
         *("torchcompile_mode", "aot_autograd", "device", "device_modules", "local_rank", "no_ddp_bb"),
         *("synchronize_step", "amp_impl", "model_ema_force_cpu", "seed", "worker_seeding", "log_interval"),
         *("val_interval", "recovery_interval", "checkpoint_hist", "workers", "save_images", "pin_mem"),
-        *("no_prefetcher", "output", "tta", "use_multi_epochs_loader", "log_wandb", "wandb_project"),
+        *("output", "tta", "use_multi_epochs_loader", "log_wandb", "wandb_project"),
         *("wandb_tags", "wandb_resume_id"),
     }
 )
@@ -79,6 +79,17 @@ def _set(flag: str) -> Callable[[dict], bool]:
     return lambda flags: not _is_off(flags.get(flag))
 
 
+def _erases_mixed_batches(flags: dict) -> bool:
+    """Random erasing and Mixup/CutMix both on: only then does train.py's prefetcher change the order of the two.
+    (A value of the wrong type is reported where the flag is read.)"""
+
+    def on(flag: str) -> bool:
+        value = flags.get(flag)
+        return isinstance(value, int | float) and value > 0
+
+    return on("reprob") and (on("mixup") or on("cutmix")) and on("mixup_prob")
+
+
 # Flags that act only while another flag is on; while it is off they are ignored, whatever their value.
 ACTS_ONLY_WITH: dict[str, Callable[[dict], bool]] = {
     "lr_noise_pct": _set("lr_noise"),
@@ -96,6 +107,12 @@ ACTS_ONLY_WITH: dict[str, Callable[[dict], bool]] = {
     "task_loss_weight": _set("kd_model_name"),
     **{k: _set("train_img_sizes") for k in ("train_batch_sizes", "train_size_probs", "variable_batch_loss_scale")},
     **{k: _set("train_img_sizes") for k in TRAIN_PY_DEFAULTS if k.startswith("train_size_")},
+    "no_prefetcher": _erases_mixed_batches,
+}
+# Why a flag of ACTS_ONLY_WITH that acts is refused, where its name does not say it.
+REFUSED_BECAUSE = {
+    "no_prefetcher": "train.py without its prefetcher erases before Mixup/CutMix; the harness erases after them, "
+    "as train.py does with its prefetcher",
 }
 
 HARNESS_KEY = "harness"  # recipe fields train.py has no flag for, in a file written here
@@ -244,7 +261,7 @@ def _check_unmapped(r: _Reading) -> list[str]:
                 changed.append(f"{flag}={_show(value)}")
         elif flag in NOT_IMPLEMENTED:
             if value != KNOWN_DEFAULTS[flag]:
-                r.refuse(flag)
+                r.refuse(flag, REFUSED_BECAUSE.get(flag, ""))
         elif _is_off(value):
             changed.append(f"{flag}={_show(value)} (unknown, off)")
         else:

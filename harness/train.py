@@ -28,7 +28,7 @@ from timm.utils import ModelEmaV3
 
 from harness import trackers
 from harness.attempts import AttemptLog, first_line, read_attempts
-from harness.batching import BatchSplit, mixes_pairs, probe_micro_batch, split_batch
+from harness.batching import BatchSplit, leaves_no_trace, mixes_pairs, probe_micro_batch, split_batch
 from harness.build import (
     WeightsError,
     build_mixup,
@@ -57,6 +57,7 @@ from harness.data import (
 )
 from harness.data.autoaugment import device_policy
 from harness.data.decode import decode_fallbacks, with_decode
+from harness.data.device import random_erasing
 from harness.data.loader import worker_eval_loader, worker_train_loader
 from harness.data.memory import memory_loaders
 from harness.data.route import DataRoute, RouteError
@@ -288,17 +289,22 @@ def resolve_for_processes(recipe, accelerator: Accelerator, micro_batch: int | N
 
 def largest_fitting_micro_batch(accelerator: Accelerator, recipe, model, split: BatchSplit) -> BatchSplit:
     """On a GPU without --micro-batch: the largest micro-batch whose forward/backward at the recipe's train size
-    fits (optimizer state, allocated at the first update, is not part of the probe). The smallest over processes."""
+    fits (optimizer state, allocated at the first update, is not part of the probe). The smallest over processes.
+    The probe trains nothing: BatchNorm's statistics, the gradients and the random generators are left as they were
+    (`leaves_no_trace`)."""
     model.to(accelerator.device)
 
     def try_step(micro: int) -> None:
-        images = torch.randn(micro, 3, recipe.img_size, recipe.img_size, device=accelerator.device)
-        with accelerator.autocast():
-            loss = model(images.contiguous(memory_format=torch.channels_last)).float().mean()
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+        try:
+            images = torch.randn(micro, 3, recipe.img_size, recipe.img_size, device=accelerator.device)
+            with accelerator.autocast():
+                loss = model(images.contiguous(memory_format=torch.channels_last)).float().mean()
+            loss.backward()
+        finally:  # after an out-of-memory error too: the next try starts without this one's gradients
+            model.zero_grad(set_to_none=True)
 
-    micro = probe_micro_batch(split, try_step, even=mixes_pairs(recipe))
+    with leaves_no_trace(model, accelerator.device):
+        micro = probe_micro_batch(split, try_step, even=mixes_pairs(recipe))
     smallest = int(accelerator.gather(torch.tensor([micro], device=accelerator.device)).min().item())
     return BatchSplit(split.global_batch, split.processes, smallest)
 
@@ -453,6 +459,7 @@ def make_trainer(run: BuiltRun) -> Trainer:
         num_classes=run.num_classes,
         global_batch_size=recipe.batch_size,
         mixup=mixup,
+        erase=random_erasing(recipe, accelerator.device),
         clip_grad=recipe.clip_grad,
         ema=ModelEmaV3(accelerator.unwrap_model(run.model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
         frozen=run.frozen,

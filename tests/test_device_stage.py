@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from accelerate import Accelerator
 from PIL import Image
 from scipy import stats
@@ -17,9 +18,9 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 
 from harness.data import DigitsDataset, first
 from harness.data.decode import DeviceDecoder, EncodedImage
-from harness.data.device import DeviceStage
+from harness.data.device import DeviceStage, random_erasing
 from harness.data.loader import worker_eval_loader, worker_train_loader
-from harness.data.memory import BatchEvalTransform
+from harness.data.memory import BatchAugment, BatchEvalTransform
 from harness.data.transforms import RandomResizedCropToTensor, build_transforms
 from recipes import get_recipe
 
@@ -71,8 +72,16 @@ def test_training_crops_resized_as_tensors_stay_within_a_fraction_of_a_level_of_
     """The workers draw timm's crop boxes (same seeds, same boxes) and resize uint8 tensors with torch's antialiased
     resampling; timm resizes PIL images. The run record's note quotes this bound."""
     recipe = dataclasses.replace(get_recipe("rsb_a3"), img_size=160, interpolation=interpolation)
-    timms = create_transform(160, is_training=True, scale=recipe.scale, ratio=recipe.ratio, hflip=recipe.hflip,
-                             color_jitter=None, interpolation=interpolation, use_prefetcher=True)  # fmt: skip
+    timms = create_transform(
+        160,
+        is_training=True,
+        scale=recipe.scale,
+        ratio=recipe.ratio,
+        hflip=recipe.hflip,
+        color_jitter=None,
+        interpolation=interpolation,
+        use_prefetcher=True,
+    )
     train_tf, _ = build_transforms(recipe, channels=3, aa_in_workers=False)
     images = photos * 4
     batches = []
@@ -121,12 +130,38 @@ def test_grey_images_become_three_equal_channels_as_in_the_float_path():
     assert torch.equal(got[:, 0], got[:, 1]) and torch.equal(got[:, 1], got[:, 2])
 
 
+def test_normalisation_builds_no_tensor_per_batch_and_equals_torchvisions(monkeypatch):
+    """torchvision's normalize builds mean and std from lists on every call: on a GPU a copy from pageable host
+    memory that waits for the queued work. The device stages build them once."""
+    recipe = dataclasses.replace(deterministic(img_size=16, test_img_size=16, crop_pct=1.0), rotate=10.0)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 256, (4, channels, 16, 16), dtype=torch.uint8, generator=generator)
+               for channels in (3, 1)]  # fmt: skip
+    stages = [DeviceStage(recipe, CPU, train=True), DeviceStage(recipe, CPU, train=False),
+              BatchAugment(recipe, CPU), BatchEvalTransform(recipe, CPU)]  # fmt: skip
+    expected = [TF.normalize(TF.grayscale_to_rgb(b.float() / 255) if b.shape[1] == 1 else b.float() / 255,
+                             list(recipe.mean), list(recipe.std)) for b in batches]  # fmt: skip
+
+    def built(*args, **kwargs):
+        raise AssertionError("a tensor built from host values for a batch")
+
+    monkeypatch.setattr(torch, "tensor", built)
+    monkeypatch.setattr(torch, "as_tensor", built)
+    for batch, want in zip(batches, expected, strict=True):
+        for stage in stages:
+            got = stage(batch, torch.Generator().manual_seed(1))
+            assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+            if not isinstance(stage, BatchAugment):  # no random draws here: torchvision's values, bit for bit
+                assert torch.equal(got, want)
+
+
 def erased_areas(batch: torch.Tensor) -> np.ndarray:
     """The share of each image set to exactly zero (timm's 'const' erasing fills zeros after normalisation)."""
     return (batch == 0).all(dim=1).float().mean(dim=(1, 2)).numpy()
 
 
 def test_random_erasing_on_the_device_keeps_timms_per_image_statistics(photos):
+    """The stage's batch erased as the training loop erases it (after Mixup/CutMix, none here)."""
     recipe = deterministic(img_size=32, reprob=0.5)
     images = [photos[i % len(photos)] for i in range(1200)]
     reference = create_transform(
@@ -142,7 +177,8 @@ def test_random_erasing_on_the_device_keeps_timms_per_image_statistics(photos):
         re_prob=recipe.reprob,
     )
     train_tf, _ = build_transforms(recipe, channels=3)
-    theirs, mine = erased_areas(timm_float(reference, images)), erased_areas(ours(train_tf, recipe, images, True))
+    erased = random_erasing(recipe, CPU)(ours(train_tf, recipe, images, True))
+    theirs, mine = erased_areas(timm_float(reference, images)), erased_areas(erased)
     erased_theirs, erased_mine = theirs[theirs > 0], mine[mine > 0]
     # Half the images erased, each over about 2% to 1/3 of its area (timm's defaults), alike in distribution.
     assert abs(len(erased_mine) / len(images) - 0.5) < 0.06 and abs(len(erased_theirs) / len(images) - 0.5) < 0.06

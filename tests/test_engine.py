@@ -1,10 +1,22 @@
-"""evaluate(): counts and metrics from gathered predictions."""
+"""evaluate(): counts and metrics from gathered predictions; the training step's order of Mixup/CutMix and random
+erasing."""
 
+import random
+
+import numpy as np
+import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from accelerate import Accelerator
+from timm.data import FastCollateMixup
+from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, TensorDataset
 
-from harness.engine import evaluate
+from harness.engine import DeviceTally, evaluate, train_micro_step
+from harness.run import parse_args, plan_run
+from harness.train import build_run, make_trainer
+
+CPU = torch.device("cpu")
 
 
 class FixedLogits(torch.nn.Module):
@@ -34,3 +46,45 @@ def test_top5_is_not_merged_with_top1_when_the_first_batch_is_all_correct():
     assert result["eval_top5"] == 100.0
     assert sum(map(sum, result["confusion_matrix"])) == 40
     assert result["per_class_accuracy"] == [50.0] * 10
+
+
+# ---- the order of Mixup/CutMix and random erasing ------------------------------------------------------------
+
+
+def timm_prefetcher_batch(recipe, uint8_images: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """What timm's train.py feeds the model with its prefetcher: FastCollateMixup mixes the uint8 images in the
+    collate, PrefetchLoader normalises them and erases the mixed batch with RandomErasing."""
+    collate = FastCollateMixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
+                               switch_prob=recipe.mixup_switch_prob, label_smoothing=recipe.smoothing,
+                               num_classes=num_classes)  # fmt: skip
+    mixed, targets = collate([(image.numpy(), int(label)) for image, label in zip(uint8_images, labels, strict=True)])
+    floats = TF.grayscale_to_rgb(mixed.float() / 255) if mixed.shape[1] == 1 else mixed.float() / 255
+    normalised = TF.normalize(floats, list(recipe.mean), list(recipe.std))
+    return RandomErasing(recipe.reprob, mode="const", max_count=1, device="cpu")(normalised), targets
+
+
+@pytest.mark.parametrize("mix", ["cutmix", "mixup"])
+def test_random_erasing_follows_mixup_and_cutmix_as_in_timms_prefetcher(mix):
+    """Erasing before mixing (the order of train.py without its prefetcher) would blend or paste the partner's
+    pixels over the erased boxes. Here the model gets timm's prefetcher batch for the same draws: exactly for
+    CutMix, within FastCollateMixup's rounding to whole levels for Mixup."""
+    alphas = {"cutmix": ["cutmix=1.0", "mixup=0.0"], "mixup": ["mixup=1.0", "cutmix=0.0"]}[mix]
+    options = ["--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "smoke", "--loader", "workers",
+               "--workers", "0", "--batch-size", "16", "--output", "unused"]  # fmt: skip
+    for setting in [*alphas, "reprob=1.0", "mixup_prob=1.0", "smoothing=0.1"]:
+        options += ["--set", setting]
+    args = parse_args(options)
+    run = build_run(plan_run(args), args)
+    trainer = make_trainer(run)
+    uint8_images, labels = next(iter(run.train_loader.loader))  # as the workers hand them over
+    seen = []
+    run.model.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0].detach().clone()))
+    random.seed(3), np.random.seed(3)  # timm's Mixup draws from numpy, its RandomErasing from random
+    train_micro_step(trainer, run.train_loader.stage(uint8_images), labels, DeviceTally(CPU))
+    random.seed(3), np.random.seed(3)
+    expected, _ = timm_prefetcher_batch(run.recipe, uint8_images, labels, run.num_classes)
+    level = 0.5 / 255 / min(run.recipe.std) + 1e-6  # half a level of 255, normalised
+    assert (seen[0] - expected).abs().max() <= (0.0 if mix == "cutmix" else level)
+    assert seen[0].dtype == torch.float32 and seen[0].is_contiguous(memory_format=torch.channels_last)
+    erased = (expected == 0).all(dim=1).float().mean(dim=(1, 2))
+    assert (erased > 0.01).float().mean() > 0.9  # the boxes are there to be compared

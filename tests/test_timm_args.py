@@ -147,6 +147,10 @@ def test_a_flag_that_acts_only_with_another_is_ignored_while_that_one_is_off():
         ({"clip_grad": 1.0, "clip_mode": "agc"}, "clip_mode=agc"),
         ({"sched": "onecycle"}, "sched=onecycle"),
         ({"dataset": "tfds/imagenet2012"}, "dataset=tfds/imagenet2012"),
+        (
+            {"no_prefetcher": True, "reprob": 0.25, "remode": "const", "mixup": 0.2},
+            "no_prefetcher=true (train.py without its prefetcher erases before Mixup/CutMix; the harness erases after",
+        ),
     ],
 )
 def test_values_the_harness_would_train_differently_are_refused(changes, refused):

@@ -2,8 +2,10 @@
 
 Workers hand over uint8 CHW batches (`harness.data.transforms`); accelerate moves them to the device (pinned and
 non-blocking on a GPU); here each batch is, on the device and never read back: augmented by the recipe's
-RandAugment/AutoAugment policy where it runs on the device, converted to float, normalised, randomly erased
-(timm's `RandomErasing(device=...)`) and laid out channels_last. Mixup/CutMix follow in the training loop.
+RandAugment/AutoAugment policy where it runs on the device, converted to float, normalised with mean and std held
+on the device (as timm's `PrefetchLoader` holds them: no copy from the host per batch) and laid out channels_last.
+Mixup/CutMix and then random erasing follow in the training loop (`random_erasing`), in the order of timm's
+prefetcher: its collate mixes (`FastCollateMixup`), its `PrefetchLoader` erases the mixed batch.
 Random draws come from a generator seeded by (seed, epoch, step, rank), as on the in-memory path, so a resumed run
 draws what an uninterrupted one would.
 """
@@ -26,11 +28,36 @@ def batch_generator(seed: int, epoch: int, step: int, rank: int, device: torch.d
     return torch.Generator(device=device).manual_seed(key % (2**63))
 
 
-def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """Float images in [0, 1] normalised; grey images become three equal channels, as Grayscale(3) makes them."""
-    if images.shape[1] == 1:
-        images = TF.grayscale_to_rgb(images)
-    return TF.normalize(images, mean, std)
+class Normalise:
+    """torchvision's `normalize` for batches on one device, with mean and std built there once, shaped (1, C, 1, 1),
+    as timm's `PrefetchLoader` builds them. torchvision builds them from the lists on every call: on a GPU that is a
+    copy from pageable host memory, which waits for the work queued before it. Grey images become three equal
+    channels, as Grayscale(3) makes them."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+        if not all(std):
+            raise ValueError(f"std {tuple(std)} has a zero: normalising would divide by zero")
+        self.by_dtype = {torch.float32: _per_channel(mean, std, torch.float32, device)}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = TF.grayscale_to_rgb(images)
+        if images.dtype not in self.by_dtype:  # once per dtype, from the float32 pair already on the device
+            self.by_dtype[images.dtype] = tuple(t.to(images.dtype) for t in self.by_dtype[torch.float32])
+        mean, std = self.by_dtype[images.dtype]
+        return images.sub(mean).div_(std)
+
+
+def _per_channel(mean, std, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.tensor(list(v), dtype=dtype, device=device).view(1, -1, 1, 1) for v in (mean, std))
+
+
+def random_erasing(recipe: Recipe, device: torch.device) -> RandomErasing | None:
+    """timm's `RandomErasing` as its `PrefetchLoader` builds it for the recipe (None when it erases nothing): on a
+    normalised batch, after Mixup/CutMix."""
+    if recipe.reprob <= 0:
+        return None
+    return RandomErasing(recipe.reprob, mode="const", max_count=1, device=device)
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -44,17 +71,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class DeviceStage:
-    """One batch's device work: [policy on uint8], to float, normalise, [random erasing], channels_last.
+    """One batch's device work: [policy on uint8], to float, normalise, channels_last.
 
     `policy(images_uint8, generator) -> images_uint8` is the recipe's augmentation policy on the device (training
-    only, None when the workers ran it)."""
+    only, None when the workers ran it). Random erasing is not part of it: it follows Mixup/CutMix in the training
+    loop (`random_erasing`)."""
 
     def __init__(self, recipe: Recipe, device: torch.device, train: bool, policy: Callable | None = None):
-        self.mean, self.std = list(recipe.mean), list(recipe.std)
+        self.normalise = Normalise(recipe.mean, recipe.std, device)
         self.policy = policy if train else None
-        self.erase = None
-        if train and recipe.reprob > 0:
-            self.erase = RandomErasing(recipe.reprob, mode="const", max_count=1, device=device)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.policy is not None:
@@ -62,11 +87,8 @@ class DeviceStage:
         return self.finish(to_unit_float(images))
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
-        """Float images in [0, 1]: normalised, randomly erased, channels_last."""
-        images = normalise(images, self.mean, self.std)
-        if self.erase is not None:
-            images = self.erase(images)
-        return images.contiguous(memory_format=torch.channels_last)
+        """Float images in [0, 1]: normalised, channels_last."""
+        return self.normalise(images).contiguous(memory_format=torch.channels_last)
 
 
 class DeviceLoader:

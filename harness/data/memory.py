@@ -10,12 +10,14 @@ workers. Here a split is indexed on the device and each batch is augmented there
 - the recipe's RandAugment/AutoAugment/AugMix policy (`harness.data.autoaugment`) runs on the crops rounded to
   8 bits, as timm's PIL ops see them; colour jitter draws torchvision's brightness/contrast/saturation factors per
   image (timm leaves jitter off when a policy runs, except after its '3a' policy);
-- normalisation and random erasing (timm's batched `RandomErasing`) follow; batches leave in channels_last.
+- normalisation follows (mean and std held on the device); batches leave in channels_last. Random erasing (timm's
+  batched `RandomErasing`) runs in the training loop after Mixup/CutMix, as timm's prefetcher orders them.
 
 Repeated augmentation (RSB A1/A2 on several processes) draws its indices from timm's `RepeatAugSampler`.
 
 Evaluation resizes and centre-crops the whole batch with torchvision's tensor functions, as timm's eval
-transform does per image. Mixup/CutMix stay in the training loop, where timm's `Mixup` works on batches.
+transform does per image. Mixup/CutMix stay in the training loop, where timm's `Mixup` works on batches, and
+random erasing after them.
 Each batch's random draws come from a generator seeded by (seed, epoch, step, rank), so a resumed run sees
 the same augmentations as an uninterrupted one.
 """
@@ -33,7 +35,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import Dataset, Subset
 
 from harness.data.autoaugment import unsupported_on_device
-from harness.data.device import DeviceStage, batch_generator, normalise, to_uint8, to_unit_float
+from harness.data.device import DeviceStage, Normalise, batch_generator, to_uint8, to_unit_float
 from harness.data.transforms import jitter_active, tensor_interpolation
 from recipes import Recipe
 
@@ -139,7 +141,8 @@ def color_jitter(images: torch.Tensor, strength: float, generator, order: list[i
 class BatchAugment:
     """The recipe's per-image training transforms, applied to a uint8 batch on its device, in timm's order: rotation
     (the seed reports'), random-resized crop and flip, the recipe's policy (`policy`, uint8 to uint8, on images
-    rounded to 8 bits as PIL holds them), colour jitter where timm keeps it, then normalisation and random erasing."""
+    rounded to 8 bits as PIL holds them), colour jitter where timm keeps it, then normalisation (random erasing
+    follows Mixup/CutMix in the training loop)."""
 
     def __init__(self, recipe: Recipe, device: torch.device, policy=None):
         self.size = recipe.img_size
@@ -185,13 +188,12 @@ class BatchEvalTransform:
         self.size = recipe.test_img_size
         self.resize_to = math.floor(recipe.test_img_size / recipe.crop_pct)
         self.interpolation = tensor_interpolation(TF.InterpolationMode(recipe.interpolation))
-        self.mean = list(recipe.mean)
-        self.std = list(recipe.std)
+        self.normalise = Normalise(recipe.mean, recipe.std, device)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         images = TF.resize(batch, [self.resize_to], interpolation=self.interpolation, antialias=True)
         images = TF.center_crop(images, [self.size, self.size])
-        return normalise(to_unit_float(images), self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        return self.normalise(to_unit_float(images)).contiguous(memory_format=torch.channels_last)
 
 
 class MemoryLoader:
