@@ -15,6 +15,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from harness.results import atomic_write_json
 
@@ -66,13 +67,19 @@ def read_progress(path: Path) -> dict:
     return progress
 
 
+def _bare_keys(state: dict) -> dict:
+    """An EMA saved before its keys were the bare model's had the compiled wrapper's `_orig_mod.` prefix."""
+    consume_prefix_in_state_dict_if_present(state, "_orig_mod.")
+    return state
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path, scheduler, ema) -> dict:
     """Restore model, optimizer, RNG, scheduler and EMA from `path`; return its progress record."""
     progress = read_progress(path)
     try:
         accelerator.load_state(str(path))
         if ema is not None:
-            ema.load_state_dict(load_file(str(path / EMA_FILE)))
+            ema.load_state_dict(_bare_keys(load_file(str(path / EMA_FILE))))
     except Exception as e:  # safetensors, torch and accelerate each raise their own types
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {reason[:200]})") from None
