@@ -15,7 +15,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
-from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from harness.results import atomic_write_json
 
@@ -67,10 +66,15 @@ def read_progress(path: Path) -> dict:
     return progress
 
 
+COMPILED_EMA_PREFIX = "module._orig_mod."  # what ModelEmaV3's keys were when it copied a compiled model
+
+
 def _bare_keys(state: dict) -> dict:
-    """An EMA saved before its keys were the bare model's had the compiled wrapper's `_orig_mod.` prefix."""
-    consume_prefix_in_state_dict_if_present(state, "_orig_mod.")
-    return state
+    """An EMA saved when it copied the compiled wrapper (before it copied the bare model) loads into the bare one."""
+    return {
+        "module." + k[len(COMPILED_EMA_PREFIX) :] if k.startswith(COMPILED_EMA_PREFIX) else k: v
+        for k, v in state.items()
+    }
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path, scheduler, ema) -> dict:
