@@ -53,6 +53,8 @@ class Trainer:
     mixup: Callable | None = None
     clip_grad: float | None = None
     ema: ModelEmaV3 | None = None
+    # what evaluates the EMA when it is not `ema.module` itself (the same weights through torch.compile)
+    ema_evaluated: torch.nn.Module | None = None
     num_updates: int = 0
     history: list[dict] = field(default_factory=list)
     save_every: int = 0
@@ -342,7 +344,8 @@ def fit(
             row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
             if t.ema is not None:
                 reduce_batchnorm(t.accelerator, t.ema.module)  # so the EMA saved is the EMA evaluated
-                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)["eval_top1"]
+                ema_model = t.ema.module if t.ema_evaluated is None else t.ema_evaluated
+                row["eval_top1_ema"] = evaluate(t.accelerator, ema_model, t.eval_loader, t.num_classes)["eval_top1"]
             end_epoch_schedule(t.scheduler, epoch + 1, tracked_top1(row))  # before the epoch's checkpoint
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             t.history.append(row)

@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    DynamoBackend,
     GradientAccumulationPlugin,
     TorchDynamoPlugin,
     broadcast_object_list,
@@ -466,8 +467,18 @@ def build_ema(accelerator: Accelerator, model: torch.nn.Module, recipe) -> Model
     return ModelEmaV3(bare_model(accelerator, model), decay=recipe.model_ema_decay)
 
 
+def ema_for_evaluation(accelerator: Accelerator, ema: ModelEmaV3 | None) -> torch.nn.Module | None:
+    """With --compile, the EMA evaluated through torch.compile as the model is (timm's train.py compiles both). The
+    compiled module shares the EMA's parameters and buffers; the EMA keeps its bare module, and with it its keys."""
+    plugin = accelerator.state.dynamo_plugin
+    if ema is None or plugin.backend == DynamoBackend.NO:
+        return None
+    return torch.compile(ema.module, **plugin.to_kwargs())
+
+
 def make_trainer(run: BuiltRun) -> Trainer:
     recipe, accelerator = run.recipe, run.accelerator
+    ema = build_ema(accelerator, run.model, recipe)
     mixup = build_mixup(recipe, run.num_classes)
     scheduler, epochs = build_scheduler(recipe, run.optimizer, len(run.train_loader) // run.batches.accum_steps)
     return Trainer(
@@ -483,7 +494,8 @@ def make_trainer(run: BuiltRun) -> Trainer:
         global_batch_size=recipe.batch_size,
         mixup=mixup,
         clip_grad=recipe.clip_grad,
-        ema=build_ema(accelerator, run.model, recipe),
+        ema=ema,
+        ema_evaluated=ema_for_evaluation(accelerator, ema),
         frozen=run.frozen,
         freeze_epochs=recipe.freeze_epochs,
         early_stop_patience=recipe.early_stop_patience,

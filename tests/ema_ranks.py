@@ -40,6 +40,8 @@ def prepared(out: Path, argv: list[str]) -> None:
         "has_no_sync": hasattr(model, "no_sync"),
         "ema_keys": list(trainer.ema.state_dict()),  # ModelEmaV3's: "module." and the model's keys
         "bare_keys": list(bare.state_dict()),
+        # with --compile the EMA is evaluated through torch.compile of its own module
+        "ema_evaluated_compiles_the_ema": getattr(trainer.ema_evaluated, "_orig_mod", None) is trainer.ema.module,
     }
     (out / f"rank{run.accelerator.process_index}.json").write_text(json.dumps(record))
 

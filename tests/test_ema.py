@@ -25,6 +25,7 @@ def test_compile_keeps_ddp_and_the_ema_has_the_bare_models_keys(tmp_path):
         assert record["inside_compiled"] == "DistributedDataParallel" and record["has_no_sync"]
         assert record["ema_keys"] == [f"module.{key}" for key in record["bare_keys"]]  # ModelEmaV3 holds `module`
         assert not any("_orig_mod." in key for key in record["ema_keys"])
+        assert record["ema_evaluated_compiles_the_ema"]
 
 
 def test_the_emas_batchnorm_statistics_are_reduced_before_it_is_evaluated_and_saved_as_evaluated(tmp_path):
