@@ -47,7 +47,7 @@ KNOWN_DEFAULTS = {**EARLIER_TRAIN_PY_DEFAULTS, **TRAIN_PY_DEFAULTS}
 IGNORED = frozenset(
     {
         *("data", "data_dir", "train_split", "val_split"),
-        *("dataset_download", "input_key", "target_key", "dataset_trust_remote_code", "num_classes"),
+        *("dataset_download", "input_key", "target_key", "dataset_trust_remote_code"),
         *("resume", "no_resume_opt", "validation_batch_size", "validation_batch_size_multiplier"),
         *("channels_last", "fuser", "grad_checkpointing", "fast_norm", "torchscript", "torchcompile"),
         *("torchcompile_mode", "aot_autograd", "device", "device_modules", "local_rank"),
@@ -57,10 +57,11 @@ IGNORED = frozenset(
         *("wandb_tags", "wandb_resume_id"),
     }
 )
-# Flags read onto recipe fields (or checked against what the harness does: remode, recount, clip_mode, dist_bn).
+# Flags read onto recipe fields (or checked against what the harness does: remode, recount, clip_mode, dist_bn,
+# num_classes).
 MAPPED = frozenset(
     {
-        *("model", "pretrained", "drop", "drop_path", "experiment", "dataset"),
+        *("model", "pretrained", "drop", "drop_path", "experiment", "dataset", "num_classes"),
         *("img_size", "input_size", "in_chans", "crop_pct", "mean", "std", "interpolation", "train_interpolation"),
         *("scale", "ratio", "hflip", "color_jitter", "aa", "reprob", "remode", "recount", "aug_repeats"),
         *("mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "smoothing", "bce_loss", "bce_target_thresh"),
@@ -276,13 +277,32 @@ def _check_unmapped(r: _Reading) -> list[str]:
 
 
 def _model_fields(r: _Reading) -> dict:
+    dataset = _dataset(r)
+    _check_head(r, dataset)
     return {
         "model": r["model"],
         "pretrained": bool(r["pretrained"]),
         "drop_rate": r["drop"],
         "drop_path": r["drop_path"] or 0.0,
-        "dataset": _dataset(r),
+        "dataset": dataset,
     }
+
+
+def _check_head(r: _Reading, dataset: str) -> None:
+    """train.py gives the model --num-classes outputs (without it, the model's default head); the harness gives it
+    one per class of the dataset. Where the dataset's class count is known they must agree."""
+    info = DATASETS.get(dataset)
+    classes = info.num_classes if info else None
+    if not classes:
+        return  # an image folder or a hub dataset: counted from the files when the run starts
+    head = r["num_classes"]
+    if head is None:
+        try:
+            head = timm.models.get_pretrained_cfg(r["model"]).num_classes
+        except (AttributeError, RuntimeError, ValueError, KeyError):
+            return  # an unknown model: the recipe's validation names it
+    if head != classes:
+        r.refuse("num_classes", f"train.py trained a {head}-class head; {dataset} has {classes} classes")
 
 
 def _dataset(r: _Reading) -> str:

@@ -410,3 +410,12 @@ def test_a_run_of_an_args_yaml_at_another_micro_batch_names_the_batchnorm_differ
     assert main([*argv, "--workers", "0", "--output", str(out)]) == 0
     summary = yaml.safe_load(next(out.rglob("summary.json")).read_text())
     assert "BatchNorm batch per device: 8 -> 4" in summary["fidelity"]
+
+
+def test_a_head_other_than_the_datasets_classes_is_refused_where_the_count_is_known():
+    with pytest.raises(ConfigError, match=r"num_classes=None \(train.py trained a 1000-class head; cifar10 has 10"):
+        recipe_from_timm_args(args_yaml(dataset="torch/cifar10"), "ARGS")  # the model's default head
+    with pytest.raises(ConfigError, match=r"num_classes=100 \(train.py trained a 100-class head; cifar10 has 10"):
+        recipe_from_timm_args(args_yaml(dataset="torch/cifar10", num_classes=100), "ARGS")
+    assert recipe_from_timm_args(args_yaml(dataset="torch/cifar10", num_classes=10), "ARGS")[0].dataset == "cifar10"
+    assert recipe_from_timm_args(args_yaml(num_classes=7), "ARGS")[0].dataset == "folder"  # counted at run time
