@@ -66,13 +66,24 @@ def read_progress(path: Path) -> dict:
     return progress
 
 
+COMPILED_EMA_PREFIX = "module._orig_mod."  # what ModelEmaV3's keys were when it copied a compiled model
+
+
+def _bare_keys(state: dict) -> dict:
+    """An EMA saved when it copied the compiled wrapper (before it copied the bare model) loads into the bare one."""
+    return {
+        "module." + k[len(COMPILED_EMA_PREFIX) :] if k.startswith(COMPILED_EMA_PREFIX) else k: v
+        for k, v in state.items()
+    }
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path, scheduler, ema) -> dict:
     """Restore model, optimizer, RNG, scheduler and EMA from `path`; return its progress record."""
     progress = read_progress(path)
     try:
         accelerator.load_state(str(path))
         if ema is not None:
-            ema.load_state_dict(load_file(str(path / EMA_FILE)))
+            ema.load_state_dict(_bare_keys(load_file(str(path / EMA_FILE))))
     except Exception as e:  # safetensors, torch and accelerate each raise their own types
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {reason[:200]})") from None

@@ -210,13 +210,18 @@ def has_batchnorm(model) -> bool:
 
 def step_differences(published: Recipe, model, split, train_loader) -> list[str]:
     """How the run's steps differ from the publication's beyond the recipe's fields: BatchNorm's batch per device
-    (where the reference states the publication's) and micro-batches an epoch leaves untrained."""
+    (where the reference states the publication's) and micro-batches an epoch leaves untrained.
+
+    Every epoch here trains whole updates. timm's train.py (drop_last) trains every micro-batch its loader gives:
+    with --grad-accum-steps above 1 the last `len(loader) % grad_accum_steps` of them make one shorter update;
+    without accumulation its batches are whole updates and the images short of one are left, as here. So the
+    micro-batches left here differ from the publication only where it accumulated."""
     lines = []
     stated = published.reference.per_device_batch
     if stated and has_batchnorm(model) and split.micro_batch != stated:
         lines.append(f"BatchNorm batch per device: {stated} -> {split.micro_batch}")
     left = len(train_loader) % split.accum_steps
-    if left:
+    if left and published.reference.grad_accum_steps > 1:
         lines.append(
             f"last {left} of each epoch's {len(train_loader)} micro-batches per process not trained (timm's train.py "
             "trains them as one shorter update)"

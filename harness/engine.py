@@ -23,6 +23,7 @@ from torchmetrics.classification import (
 )
 
 from harness.preemption import StopAgreement, StopRequested
+from harness.results import tracked_top1
 
 
 class NonFiniteLoss(Exception):
@@ -55,6 +56,8 @@ class Trainer:
     erase: Callable | None = None
     clip_grad: float | None = None
     ema: ModelEmaV3 | None = None
+    # what evaluates the EMA when it is not `ema.module` itself (the same weights through torch.compile)
+    ema_evaluated: torch.nn.Module | None = None
     num_updates: int = 0
     history: list[dict] = field(default_factory=list)
     save_every: int = 0
@@ -172,6 +175,12 @@ def end_epoch_schedule(scheduler, epochs_done: int, eval_top1: float) -> None:
     """After an epoch's evaluation, as train.py does: the LR of the next epoch (a no-op for a schedule stepped per
     update), with top-1 as the metric a plateau schedule watches (train.py's default eval metric)."""
     scheduler.step(epochs_done, eval_top1)
+
+
+def reduce_batchnorm(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """train.py's --dist-bn reduce: every process's BatchNorm running statistics averaged (several processes)."""
+    if accelerator.num_processes > 1:
+        distribute_bn(model, accelerator.num_processes, reduce=True)
 
 
 def _epoch_batches(t: Trainer, epoch: int, start_update: int):
@@ -334,14 +343,15 @@ def fit(
             train = train_one_epoch(
                 t, epoch, progress, start_step if resume_here else 0, carried_loss if resume_here else 0.0
             )
-            if t.accelerator.num_processes > 1:  # train.py's --dist-bn reduce: every process's running statistics
-                distribute_bn(t.model, t.accelerator.num_processes, reduce=True)
+            reduce_batchnorm(t.accelerator, t.model)
             last_eval = evaluate(t.accelerator, t.model, t.eval_loader, t.num_classes)
-            end_epoch_schedule(t.scheduler, epoch + 1, last_eval["eval_top1"])  # before the epoch's checkpoint
             row = {"epoch": epoch + 1, **train}
             row.update({k: last_eval[k] for k in ("eval_loss", "eval_top1", "eval_top5")})
             if t.ema is not None:
-                row["eval_top1_ema"] = evaluate(t.accelerator, t.ema.module, t.eval_loader, t.num_classes)["eval_top1"]
+                reduce_batchnorm(t.accelerator, t.ema.module)  # so the EMA saved is the EMA evaluated
+                ema_model = t.ema.module if t.ema_evaluated is None else t.ema_evaluated
+                row["eval_top1_ema"] = evaluate(t.accelerator, ema_model, t.eval_loader, t.num_classes)["eval_top1"]
+            end_epoch_schedule(t.scheduler, epoch + 1, tracked_top1(row))  # before the epoch's checkpoint
             row["epoch_time_s"] = time.perf_counter() - epoch_start
             t.history.append(row)
             on_epoch_end(row, last_eval)

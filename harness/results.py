@@ -135,13 +135,20 @@ def versions() -> dict:
     }
 
 
+def tracked_top1(row: dict) -> float:
+    """The epoch's top-1 that train.py hands its plateau schedule and its checkpoint saver (the best): the EMA's when
+    the EMA is evaluated, else the model's."""
+    return row.get("eval_top1_ema", row["eval_top1"])
+
+
 def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
     """summary.json of a finished run: what ran, on what, how fast, how well, and how it differs from the paper.
 
     `run` is train.py's BuiltRun, `trainer` the engine's Trainer after fitting, `final` the last evaluation."""
     recipe, plan, args, history = run.recipe, run.plan, run.args, trainer.history
     speeds = [row["train_img_per_s"] for row in history]
-    best = max(history, key=lambda row: row["eval_top1"]) if history else None  # the first best, as timm's saver
+    # The first best, as timm's saver keeps it: by the EMA's top-1 when the EMA is evaluated.
+    best = max(history, key=tracked_top1) if history else None
     eval_keys = (
         "eval_top1",
         "eval_top5",
@@ -167,7 +174,8 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         **{k: final[k] for k in eval_keys},
         # eval_top1 is the last epoch's and the one compared with the publication; timm's train.py reports its best.
         "compared_top1": "last epoch",
-        "best_eval_top1": best["eval_top1"] if best else None,
+        "best_eval_top1": tracked_top1(best) if best else None,
+        "best_of": "ema" if recipe.model_ema else "model",
         "best_epoch": best["epoch"] if best else None,
         "class_names": run.class_names,
         "confusion_matrix": final["confusion_matrix"],

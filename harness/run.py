@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         "crops; one batched decode_jpeg per batch, nvJPEG on a GPU) or workers (PIL); auto (default): the device "
         "where CUDA and torchvision's nvJPEG are there",
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile the model (recorded in the run record); --no-compile resumes a compiled run without",
+    )
     p.add_argument(
         "--micro-batch",
         type=int_in_range(1),

@@ -46,21 +46,22 @@ KNOWN_DEFAULTS = {**EARLIER_TRAIN_PY_DEFAULTS, **TRAIN_PY_DEFAULTS}
 # mechanics, the seed (a run option here: --seed), checkpoint keeping, evaluation extras.
 IGNORED = frozenset(
     {
-        *("data", "data_dir", "train_split", "val_split", "train_num_samples", "val_num_samples"),
-        *("dataset_download", "input_key", "target_key", "dataset_trust_remote_code", "num_classes"),
+        *("data", "data_dir", "train_split", "val_split"),
+        *("dataset_download", "input_key", "target_key", "dataset_trust_remote_code"),
         *("resume", "no_resume_opt", "validation_batch_size", "validation_batch_size_multiplier"),
         *("channels_last", "fuser", "grad_checkpointing", "fast_norm", "torchscript", "torchcompile"),
-        *("torchcompile_mode", "aot_autograd", "device", "device_modules", "local_rank", "no_ddp_bb"),
-        *("synchronize_step", "amp_impl", "model_ema_force_cpu", "seed", "worker_seeding", "log_interval"),
-        *("val_interval", "recovery_interval", "checkpoint_hist", "workers", "save_images", "pin_mem"),
-        *("output", "tta", "use_multi_epochs_loader", "log_wandb", "wandb_project"),
+        *("torchcompile_mode", "aot_autograd", "device", "device_modules", "local_rank"),
+        *("synchronize_step", "amp_impl", "seed", "worker_seeding", "log_interval"),
+        *("recovery_interval", "checkpoint_hist", "workers", "save_images", "pin_mem"),
+        *("output", "use_multi_epochs_loader", "log_wandb", "wandb_project"),
         *("wandb_tags", "wandb_resume_id"),
     }
 )
-# Flags read onto recipe fields (or checked against what the harness does: remode, recount, clip_mode, dist_bn).
+# Flags read onto recipe fields (or checked against what the harness does: remode, recount, clip_mode, dist_bn,
+# num_classes).
 MAPPED = frozenset(
     {
-        *("model", "pretrained", "drop", "drop_path", "experiment", "dataset"),
+        *("model", "pretrained", "drop", "drop_path", "experiment", "dataset", "num_classes"),
         *("img_size", "input_size", "in_chans", "crop_pct", "mean", "std", "interpolation", "train_interpolation"),
         *("scale", "ratio", "hflip", "color_jitter", "aa", "reprob", "remode", "recount", "aug_repeats"),
         *("mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "smoothing", "bce_loss", "bce_target_thresh"),
@@ -90,6 +91,15 @@ def _erases_mixed_batches(flags: dict) -> bool:
     return on("reprob") and (on("mixup") or on("cutmix")) and on("mixup_prob")
 
 
+def _plateau(flags: dict) -> bool:
+    return flags.get("sched") == "plateau"
+
+
+def _iterable_dataset(flags: dict) -> bool:
+    """train.py's dataset reads a stream whose length only --train/val-num-samples give (webdataset, TFDS)."""
+    return str(flags.get("dataset") or "").startswith(("wds/", "tfds/"))
+
+
 # Flags that act only while another flag is on; while it is off they are ignored, whatever their value.
 ACTS_ONLY_WITH: dict[str, Callable[[dict], bool]] = {
     "lr_noise_pct": _set("lr_noise"),
@@ -99,8 +109,17 @@ ACTS_ONLY_WITH: dict[str, Callable[[dict], bool]] = {
     "layer_decay_min_scale": _set("layer_decay"),
     "layer_decay_no_opt_scale": _set("layer_decay"),
     "resplit": _set("aug_splits"),
-    "patience_epochs": lambda flags: flags.get("sched") == "plateau",
-    "eval_metric": lambda flags: flags.get("sched") == "plateau",
+    "patience_epochs": _plateau,
+    "eval_metric": _plateau,
+    # Evaluation settings reach training only through the metric a plateau schedule watches: val_interval > 1 gives
+    # it none on the skipped epochs, tta averages the evaluated logits.
+    "val_interval": _plateau,
+    "tta": _plateau,
+    # An epoch of a stream is --train-num-samples long; the validation stream's length changes the plateau's metric.
+    "train_num_samples": _iterable_dataset,
+    "val_num_samples": lambda flags: _iterable_dataset(flags) and _plateau(flags),
+    # train.py keeps a CPU EMA out of its evaluation and its dist_bn (the EMA it saves is not reduced).
+    "model_ema_force_cpu": _set("model_ema"),
     **{k: _set("naflex_loader") for k in TRAIN_PY_DEFAULTS if k.startswith("naflex_") and k != "naflex_loader"},
     **{k: _set("kd_model_name") for k in TRAIN_PY_DEFAULTS if k.startswith("kd_") and k != "kd_model_name"},
     "distill_loss_weight": _set("kd_model_name"),
@@ -275,13 +294,32 @@ def _check_unmapped(r: _Reading) -> list[str]:
 
 
 def _model_fields(r: _Reading) -> dict:
+    dataset = _dataset(r)
+    _check_head(r, dataset)
     return {
         "model": r["model"],
         "pretrained": bool(r["pretrained"]),
         "drop_rate": r["drop"],
         "drop_path": r["drop_path"] or 0.0,
-        "dataset": _dataset(r),
+        "dataset": dataset,
     }
+
+
+def _check_head(r: _Reading, dataset: str) -> None:
+    """train.py gives the model --num-classes outputs (without it, the model's default head); the harness gives it
+    one per class of the dataset. Where the dataset's class count is known they must agree."""
+    info = DATASETS.get(dataset)
+    classes = info.num_classes if info else None
+    if not classes:
+        return  # an image folder or a hub dataset: counted from the files when the run starts
+    head = r["num_classes"]
+    if head is None:
+        try:
+            head = timm.models.get_pretrained_cfg(r["model"]).num_classes
+        except (AttributeError, RuntimeError, ValueError, KeyError):
+            return  # an unknown model: the recipe's validation names it
+    if head != classes:
+        r.refuse("num_classes", f"train.py trained a {head}-class head; {dataset} has {classes} classes")
 
 
 def _dataset(r: _Reading) -> str:
@@ -470,12 +508,15 @@ def _precision_fields(r: _Reading) -> dict:
 
 
 def _recipe(fields: dict, r: _Reading, name: str | None) -> Recipe:
-    reference = Reference(
-        source=f"timm train.py args.yaml {r.origin}",
-        dataset=fields["dataset"],
-        note="the settings of a timm training run, not a publication: no published figure",
-    )
     try:
+        reference = Reference(
+            source=f"timm train.py args.yaml {r.origin}",
+            dataset=fields["dataset"],
+            note="the settings of a timm training run, not a publication: no published figure",
+            # args.yaml's batch_size is the per-process micro-batch: the images each BatchNorm normalised over
+            per_device_batch=r["batch_size"],
+            grad_accum_steps=max(1, r["grad_accum_steps"] or 1),
+        )
         return Recipe(
             name=name or _name(r),
             summary=f"the settings timm's train.py ran with, from {r.origin}",

@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    DynamoBackend,
     GradientAccumulationPlugin,
     TorchDynamoPlugin,
     broadcast_object_list,
@@ -76,6 +77,7 @@ from harness.results import (
     write_metrics,
 )
 from harness.weights import model_with_weights
+from recipes import Recipe, Reference
 
 # Errors a run reports in one line with exit status 2 (bad input, a refused state, a full disk); any other
 # exception is a crash (a traceback, exit status 1).
@@ -152,9 +154,21 @@ def _normalised(recipe_dict: dict) -> dict:
     return json.loads(json.dumps(recipe_dict))
 
 
+def _defaults(cls) -> dict:
+    return _normalised({f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING})
+
+
+def _with_later_fields(saved: dict) -> dict:
+    """A recipe saved before a field was added reads with that field at its default."""
+    reference = saved.get("reference")
+    if isinstance(reference, dict):
+        saved = {**saved, "reference": {**_defaults(Reference), **reference}}
+    return {**_defaults(Recipe), **saved}
+
+
 def check_resumable(run_dir: Path, recipe, seed: int, force: bool) -> None:
     """Refuse to continue a run with a different recipe or seed unless forced; refuse without a checkpoint."""
-    saved = _normalised(json.loads((run_dir / "recipe.json").read_text()))
+    saved = _with_later_fields(_normalised(json.loads((run_dir / "recipe.json").read_text())))
     now = _normalised(recipe.to_dict())
     diff = [f"{k}: {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     saved_seed = json.loads((run_dir / "run.json").read_text()).get("seed")
@@ -443,8 +457,34 @@ def build_run(plan, args: argparse.Namespace, load=None) -> BuiltRun:
     )
 
 
+def bare_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside the compiled and DDP wrappers, leaving the prepared model as it is: accelerate's default
+    `keep_torch_compile=True` would set the compiled module's `_orig_mod` to the bare model, dropping DDP (and with
+    it `no_sync`) from the model that trains."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def build_ema(accelerator: Accelerator, model: torch.nn.Module, recipe) -> ModelEmaV3 | None:
+    """timm's ModelEmaV3 of the bare model, so its state dict has the model's keys with or without --compile and
+    on any number of processes. Built after `prepare`, from the weights DDP gave every process (rank 0's): timm
+    builds it before DDP, where each process's EMA starts from its own initialisation (seed + rank)."""
+    if not recipe.model_ema:
+        return None
+    return ModelEmaV3(bare_model(accelerator, model), decay=recipe.model_ema_decay)
+
+
+def ema_for_evaluation(accelerator: Accelerator, ema: ModelEmaV3 | None) -> torch.nn.Module | None:
+    """With --compile, the EMA evaluated through torch.compile as the model is (timm's train.py compiles both). The
+    compiled module shares the EMA's parameters and buffers; the EMA keeps its bare module, and with it its keys."""
+    plugin = accelerator.state.dynamo_plugin
+    if ema is None or plugin.backend == DynamoBackend.NO:
+        return None
+    return torch.compile(ema.module, **plugin.to_kwargs())
+
+
 def make_trainer(run: BuiltRun) -> Trainer:
     recipe, accelerator = run.recipe, run.accelerator
+    ema = build_ema(accelerator, run.model, recipe)
     mixup = build_mixup(recipe, run.num_classes)
     scheduler, epochs = build_scheduler(recipe, run.optimizer, len(run.train_loader) // run.batches.accum_steps)
     return Trainer(
@@ -461,7 +501,8 @@ def make_trainer(run: BuiltRun) -> Trainer:
         mixup=mixup,
         erase=random_erasing(recipe, accelerator.device),
         clip_grad=recipe.clip_grad,
-        ema=ModelEmaV3(accelerator.unwrap_model(run.model), decay=recipe.model_ema_decay) if recipe.model_ema else None,
+        ema=ema,
+        ema_evaluated=ema_for_evaluation(accelerator, ema),
         frozen=run.frozen,
         freeze_epochs=recipe.freeze_epochs,
         early_stop_patience=recipe.early_stop_patience,
@@ -552,7 +593,7 @@ def write_record(
         counts = " then ".join(str(n) for n in summary["world_sizes"])
         wide_console().print(f"trained over {len(attempts)} attempts on {counts} process(es) (attempts.json)")
     if run.args.save_weights is not None:
-        weights = run.accelerator.unwrap_model(run.model).state_dict()
+        weights = bare_model(run.accelerator, run.model).state_dict()
         save_file({k: v.contiguous() for k, v in weights.items()}, str(run.args.save_weights))
         summary["saved_weights"] = str(run.args.save_weights)
     publish_record(run_dir, summary, trainer.history, run.class_names)

@@ -72,6 +72,8 @@ class Reference:
     note: str = ""
     # the images each device's BatchNorm normalised over in the publication (its per-GPU batch), where stated
     per_device_batch: Size | None = None
+    # the micro-batches each of the publication's updates accumulated (timm's --grad-accum-steps); 1 unless stated
+    grad_accum_steps: Size = 1
 
 
 def _reference(value: Any) -> Any:

@@ -1,7 +1,11 @@
 """Budgets, --set overrides, LR rescale and the fidelity list."""
 
-import pytest
+import dataclasses
 
+import pytest
+import torch
+
+from harness.batching import BatchSplit
 from harness.config import (
     ConfigError,
     apply_budget,
@@ -9,6 +13,7 @@ from harness.config import (
     fidelity,
     parse_overrides,
     rescale_lr,
+    step_differences,
 )
 from harness.data import dataset_info
 from recipes import get_recipe
@@ -126,3 +131,24 @@ def test_epochs_above_the_warmup_and_a_warmup_set_by_hand_are_kept():
         _plan("--recipe", "rsb_a3", "--epochs", "3", "--set", "warmup_epochs=5")
     with pytest.raises(ConfigError, match=r"^--set: warmup_epochs \(5\) must be fewer than epochs \(3\)$"):
         _plan("--recipe", "rsb_a3", "--set", "epochs=3", "--set", "warmup_epochs=5")
+
+
+def _published(grad_accum_steps: int):
+    recipe = get_recipe("baseline")
+    return dataclasses.replace(
+        recipe, reference=dataclasses.replace(recipe.reference, grad_accum_steps=grad_accum_steps)
+    )
+
+
+UNTRAINED = (
+    "last 1 of each epoch's 4 micro-batches per process not trained (timm's train.py trains them as one shorter update)"
+)
+
+
+def test_untrained_micro_batches_differ_only_from_a_publication_that_accumulated():
+    # 4 micro-batches of 16 an epoch, updates of 3: one left. timm's train.py trains it as a shorter update only when
+    # it accumulates; at the full batch (no accumulation) its drop_last leaves those images untrained too.
+    model, split, loader = torch.nn.Linear(2, 2), BatchSplit(48, 1, 16), range(4)
+    assert step_differences(_published(2), model, split, loader) == [UNTRAINED]
+    assert step_differences(_published(1), model, split, loader) == []
+    assert step_differences(_published(2), model, BatchSplit(64, 1, 16), loader) == []  # whole updates: none left

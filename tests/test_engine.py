@@ -1,5 +1,5 @@
-"""evaluate(): counts and metrics from gathered predictions; the training step's order of Mixup/CutMix and random
-erasing."""
+"""evaluate(): counts and metrics from gathered predictions; fit(): what it hands the schedule; the training
+step's order of Mixup/CutMix and random erasing."""
 
 import random
 
@@ -10,9 +10,12 @@ import torchvision.transforms.v2.functional as TF
 from accelerate import Accelerator
 from timm.data import FastCollateMixup
 from timm.data.random_erasing import RandomErasing
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, TensorDataset
 
-from harness.engine import DeviceTally, evaluate, train_micro_step
+import harness.engine
+from harness.engine import DeviceTally, Trainer, evaluate, fit, train_micro_step
+from harness.results import tracked_top1
 from harness.run import parse_args, plan_run
 from harness.train import build_run, make_trainer
 
@@ -88,3 +91,41 @@ def test_random_erasing_follows_mixup_and_cutmix_as_in_timms_prefetcher(mix):
     assert seen[0].dtype == torch.float32 and seen[0].is_contiguous(memory_format=torch.channels_last)
     erased = (expected == 0).all(dim=1).float().mean(dim=(1, 2))
     assert (erased > 0.01).float().mean() > 0.9  # the boxes are there to be compared
+
+
+class ScaledLogits(FixedLogits):
+    """FixedLogits with a parameter, as timm's EMA needs one."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__(logits)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table[index] * self.scale
+
+
+class StepRecorder:
+    """A schedule that records what fit() hands it at each epoch's end."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, float]] = []
+
+    def step(self, epoch: int, metric: float | None = None) -> None:
+        self.steps.append((epoch, metric))
+
+
+def test_the_plateau_metric_and_the_best_are_the_emas_when_the_ema_is_evaluated(monkeypatch):
+    targets = torch.arange(20) % 10
+    right = torch.nn.functional.one_hot(targets, 10).float()
+    half_right = right.clone()
+    half_right[:10] = right[:10].roll(1, dims=1)  # the model gets half wrong, its EMA none
+    model, ema = ScaledLogits(half_right), ModelEmaV3(ScaledLogits(right))
+    loader = DataLoader(TensorDataset(torch.arange(20), targets), batch_size=10)
+    t = Trainer(accelerator=Accelerator(cpu=True), model=model, optimizer=None, scheduler=StepRecorder(),
+                train_loss=None, train_loader=None, eval_loader=loader, num_classes=10, global_batch_size=10,
+                ema=ema)  # fmt: skip
+    monkeypatch.setattr(harness.engine, "train_one_epoch", lambda *args: {"train_loss": 1.0, "train_img_per_s": 1.0})
+    fit(t, 1, lambda row, _eval: None)
+    assert t.history[0]["eval_top1"] == 50.0 and t.history[0]["eval_top1_ema"] == 100.0
+    assert t.scheduler.steps == [(1, 100.0)]  # as train.py: eval_metrics = ema_eval_metrics
+    assert tracked_top1(t.history[0]) == 100.0

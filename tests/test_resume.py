@@ -1,6 +1,7 @@
 """Runs that survive: kill and resume, checkpoints a resume can trust, refusals that name the problem."""
 
 import csv
+import dataclasses
 import json
 import pickle
 import shutil
@@ -15,7 +16,9 @@ import pytest
 from harness import train as train_module
 from harness.attempts import read_attempts, run_status
 from harness.checkpoint import PROGRESS, complete_checkpoints
+from harness.config import ConfigError
 from harness.run import main
+from recipes import get_recipe
 from tests.conftest import ROOT, only_summary, run_cli
 
 SMOKE = ["--budget", "smoke", "--epochs", "3", "--workers", "0", "--seed", "1", "--deterministic"]
@@ -289,3 +292,17 @@ def test_pretrained_file_that_is_missing_corrupted_or_a_pickle_is_refused(saved_
         assert len(result.stderr.strip().splitlines()) == 1
     assert not Path("/tmp/harness-pickle-executed").exists()
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_a_run_saved_before_a_recipe_field_existed_resumes_with_that_field_at_its_default(tmp_path):
+    recipe = get_recipe("rsb_a3")
+    saved = recipe.to_dict()
+    del saved["reference"]["grad_accum_steps"], saved["tolerance"]  # as written before these fields were added
+    (tmp_path / "recipe.json").write_text(json.dumps(saved))
+    (tmp_path / "run.json").write_text(json.dumps({"seed": 0}))
+    checkpoint = tmp_path / "checkpoints" / "update_000000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / PROGRESS).write_text("{}")
+    train_module.check_resumable(tmp_path, recipe, seed=0, force=False)  # nothing changed: no refusal
+    with pytest.raises(ConfigError, match=r"would change the run \(lr: "):
+        train_module.check_resumable(tmp_path, dataclasses.replace(recipe, lr=0.1), seed=0, force=False)

@@ -370,3 +370,56 @@ def test_train_py_default_random_training_interpolation_is_trained_as_such():
     crop = next(t for t in train.transforms if type(t).__name__ == "RandomResizedCropAndInterpolation")
     assert len(crop.interpolation) == 2  # timm draws bilinear or bicubic per image
     assert timm_args_from_recipe(recipe)["train_interpolation"] == "random"
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused"),
+    [
+        ({"no_ddp_bb": True}, "no_ddp_bb=true"),  # DDP without broadcast buffers: other BatchNorm statistics
+        ({"model_ema": True, "model_ema_force_cpu": True}, "model_ema_force_cpu=true"),  # no EMA eval nor dist_bn
+        ({"sched": "plateau", "val_interval": 2}, "val_interval=2"),  # the plateau gets no metric on skipped epochs
+        ({"sched": "plateau", "tta": 2}, "tta=2"),
+        ({"dataset": "wds/imagenet", "train_num_samples": 1000}, "train_num_samples=1000"),  # the epoch's length
+        ({"dataset": "wds/imagenet", "sched": "plateau", "val_num_samples": 500}, "val_num_samples=500"),
+    ],
+)
+def test_flags_that_act_are_refused_unless_at_their_default(changes, refused):
+    with pytest.raises(ConfigError) as error:
+        recipe_from_timm_args(args_yaml(**changes), "ARGS")
+    assert refused in str(error.value) and "does not implement" in str(error.value)
+
+
+def test_those_flags_are_ignored_and_listed_where_they_cannot_act():
+    plain, _ = recipe_from_timm_args(args_yaml(), "ARGS")
+    inert = dict(model_ema_force_cpu=True, val_interval=2, tta=2, train_num_samples=1000, val_num_samples=500)
+    recipe, notices = recipe_from_timm_args(args_yaml(**inert), "ARGS")  # no EMA, cosine, an image folder
+    assert settings(recipe) == settings(plain)
+    (ignored,) = [n for n in notices if "ignored" in n]
+    assert all(f"{flag}=" in ignored for flag in inert)
+
+
+def test_an_args_yaml_reference_keeps_the_batch_batchnorm_saw_and_the_accumulation():
+    recipe, _ = recipe_from_timm_args(args_yaml(batch_size=32, grad_accum_steps=4), "ARGS", processes=2)
+    assert recipe.batch_size == 256
+    assert recipe.reference.per_device_batch == 32 and recipe.reference.grad_accum_steps == 4
+    plain, _ = recipe_from_timm_args(args_yaml(batch_size=32), "ARGS")
+    assert plain.reference.per_device_batch == 32 and plain.reference.grad_accum_steps == 1
+
+
+def test_a_run_of_an_args_yaml_at_another_micro_batch_names_the_batchnorm_difference(tmp_path):
+    # resnet18 has BatchNorm; train.py normalised over 8 images per process, this run over 4 (2 micro-steps)
+    path = write_args(tmp_path, model="resnet18", batch_size=8, grad_accum_steps=2, num_classes=10)
+    out = tmp_path / "runs"
+    argv = ["--recipe", str(path), "--dataset", "digits", "--budget", "smoke", "--micro-batch", "4"]
+    assert main([*argv, "--workers", "0", "--output", str(out)]) == 0
+    summary = yaml.safe_load(next(out.rglob("summary.json")).read_text())
+    assert "BatchNorm batch per device: 8 -> 4" in summary["fidelity"]
+
+
+def test_a_head_other_than_the_datasets_classes_is_refused_where_the_count_is_known():
+    with pytest.raises(ConfigError, match=r"num_classes=None \(train.py trained a 1000-class head; cifar10 has 10"):
+        recipe_from_timm_args(args_yaml(dataset="torch/cifar10"), "ARGS")  # the model's default head
+    with pytest.raises(ConfigError, match=r"num_classes=100 \(train.py trained a 100-class head; cifar10 has 10"):
+        recipe_from_timm_args(args_yaml(dataset="torch/cifar10", num_classes=100), "ARGS")
+    assert recipe_from_timm_args(args_yaml(dataset="torch/cifar10", num_classes=10), "ARGS")[0].dataset == "cifar10"
+    assert recipe_from_timm_args(args_yaml(num_classes=7), "ARGS")[0].dataset == "folder"  # counted at run time
