@@ -15,8 +15,7 @@ from harness.data.memory import BatchAugment, BatchEvalTransform, MemoryLoader
 from harness.engine import NonFiniteLoss, Trainer, train_one_epoch
 from harness.run import main
 from recipes import get_recipe
-from tests.conftest import only_summary
-from tests.test_launch import accelerate_launch
+from tests.conftest import accelerate_launch, only_summary
 
 # LeNet-5 has neither BatchNorm nor dropout, and lenet_mnist augments nothing: the three splits of the global
 # batch of 64 (its published batch) see the same images per update and must train the same weights.
@@ -31,6 +30,7 @@ def _run(tmp_path, name: str, *extra: str) -> tuple[dict, dict]:
     return only_summary(tmp_path / name), load_file(str(weights))
 
 
+@pytest.mark.slow
 def test_one_by_64_four_by_16_and_two_processes_by_two_by_16_train_the_same_model(tmp_path):
     whole, whole_weights = _run(tmp_path, "whole")
     accumulated, accumulated_weights = _run(tmp_path, "accumulated", "--micro-batch", "16")
@@ -66,6 +66,7 @@ def test_a_micro_batch_that_does_not_divide_is_refused_in_one_line(tmp_path, cap
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_batchnorm_note_is_a_note_not_a_difference(tmp_path):
     args = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--micro-batch", "8"]
     assert main([*args, "--workers", "0", "--output", str(tmp_path)]) == 0

@@ -4,6 +4,8 @@ import pytest
 
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow
+
 CASES = {
     "unknown recipe": (["--recipe", "rsb_a4"], "unknown recipe 'rsb_a4'; valid recipes: baseline"),
     "no recipe": ([], "--recipe is required; valid recipes: baseline"),

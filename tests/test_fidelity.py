@@ -3,8 +3,12 @@ BatchNorm's batch per device, untrained micro-batches; and it gives the best epo
 
 import csv
 
+import pytest
+
 from harness.run import main
 from tests.conftest import only_summary
+
+pytestmark = pytest.mark.slow
 
 
 def test_changed_dtype_granularity_and_cooldown_are_each_named(tmp_path):

@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,24 +12,14 @@ import torch
 from harness.report import load_records, render_markdown
 from harness.run import main
 from recipes import list_recipes
-from tests.conftest import ROOT, only_summary
+from tests.conftest import ROOT, accelerate_launch, only_summary
+
+pytestmark = pytest.mark.slow
 
 SUMMARY_KEYS = {
     "recipe", "model", "dataset", "budget", "epochs_run", "eval_top1", "eval_top5", "eval_loss", "eval_samples",
     "train_img_per_s", "wall_time_s", "world_size", "global_batch_size", "seed", "reference", "fidelity", "versions",
 }
-
-
-def accelerate_launch(processes: int, *args: str) -> subprocess.CompletedProcess:
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    # accelerate's launcher starts several processes only with --multi_gpu; without CUDA the harness
-    # asks accelerate for the CPU, and the processes form a gloo group.
-    placement = "--multi_gpu" if processes > 1 else "--cpu"
-    return subprocess.run(
-        [accelerate, "launch", placement, "--num_processes", str(processes), "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "harness/run.py", *args, "--workers", "0"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
 
 
 def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):

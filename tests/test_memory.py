@@ -2,9 +2,6 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +24,8 @@ from harness.data.memory import (
 )
 from harness.data.transforms import build_transforms
 from recipes import get_recipe, list_recipes
+from tests.conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
@@ -204,20 +201,18 @@ def test_skipping_batches_yields_the_same_augmented_batches_as_running_through()
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[5:], tail, strict=True))
 
 
-def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "harness/run.py", *args], capture_output=True, text=True, cwd=cwd)
-
-
+@pytest.mark.slow
 def test_the_run_record_says_which_data_path_ran(tmp_path):
-    result = run("--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--output", str(tmp_path))
+    result = run_cli("--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     assert summary["data_path"] == "memory" and summary["eval_samples"] == 100
     assert summary["compiled"] is False and 0 < summary["peak_rss_mb"] < 2048
 
 
+@pytest.mark.slow
 def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path):
-    result = run("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
+    result = run_cli("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
                  "--output", str(tmp_path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -93,6 +93,7 @@ def test_figures_are_cleared_after_saving(tmp_path, monkeypatch):
     assert all(not figure.axes for figure in figures)
 
 
+@pytest.mark.slow
 def test_pyplot_is_never_imported():
     code = (
         "import sys, tempfile, pathlib; from harness.plots import write_plots; "

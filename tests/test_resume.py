@@ -18,6 +18,8 @@ from harness.checkpoint import PROGRESS, complete_checkpoints
 from harness.run import main
 from tests.conftest import ROOT, only_summary, run_cli
 
+pytestmark = pytest.mark.slow
+
 SMOKE = ["--budget", "smoke", "--epochs", "3", "--workers", "0", "--seed", "1", "--deterministic"]
 
 

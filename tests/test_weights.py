@@ -11,8 +11,7 @@ from harness.build import WeightsError, build_model
 from harness.run import build_parser, main, plan_run
 from harness.weights import head_keys, load_file_into, model_with_weights
 from recipes import get_recipe, list_recipes
-from tests.conftest import only_summary, run_cli
-from tests.test_launch import accelerate_launch
+from tests.conftest import accelerate_launch, only_summary, run_cli
 
 # One recipe per architecture the recipes name (timm's and the harness's own).
 RECIPE_OF_MODEL = {get_recipe(name).model: name for name in reversed(list_recipes())}
@@ -74,6 +73,7 @@ def test_a_torchvision_vgg16_file_goes_through_timms_checkpoint_filter(tmp_path)
     assert record["loaded"] == len(reference) - 2 and record["skipped"] == 2 and record["fresh"] == 2
 
 
+@pytest.mark.slow
 def test_a_file_for_another_architecture_is_refused_before_anything_is_written(tmp_path):
     recipe = get_recipe("cnn_fmnist")
     _save(build_model(recipe, 10), tmp_path / "cnn.safetensors")
@@ -105,6 +105,7 @@ def saving_run(tmp_path_factory):
     return only_summary(out / "runs"), weights
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_the_saving_runs_final_evaluation_in_one_process(saving_run, tmp_path):
     trained, weights = saving_run
     assert main([*EVAL_ONLY, "--eval-only", "--pretrained-file", str(weights), "--output", str(tmp_path)]) == 0
@@ -126,6 +127,7 @@ def test_eval_only_reproduces_the_saving_runs_final_evaluation_in_one_process(sa
     assert "| cnn_fmnist (evaluation only) " in (run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_a_two_process_runs_final_evaluation_in_two_processes(tmp_path):
     """Same process count, same per-process batches: the same floats (batch shape and threads change the last
     bits of a CPU convolution, so a 1-process evaluation of 2-process weights agrees to about 1e-7 only)."""
