@@ -191,6 +191,7 @@ def test_evaluation_counts_every_image_once_over_uneven_processes():
     assert len({len(loader(n=101, train=False, rank=r, world=3)) for r in range(3)}) == 1
 
 
+@pytest.mark.slow  # augments every training image of digits at 224 px, twice: seconds on a CPU
 def test_skipping_batches_yields_the_same_augmented_batches_as_running_through():
     recipe = get_recipe("resnet18_fmnist_transfer")
     images, labels = split_tensors(DigitsDataset(True))

@@ -23,7 +23,11 @@ def _save(model: torch.nn.Module, path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-@pytest.mark.parametrize("model_name", sorted(RECIPE_OF_MODEL))
+# VGG-16's 138 M parameters take seconds to build, save and load on a CPU.
+MODEL_NAMES = [pytest.param(m, marks=pytest.mark.slow) if m == "vgg16" else m for m in sorted(RECIPE_OF_MODEL)]
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_saved_weights_load_into_the_recipes_model_tensor_for_tensor(model_name, tmp_path):
     recipe = dataclasses.replace(get_recipe(RECIPE_OF_MODEL[model_name]), pretrained=False)
     torch.manual_seed(0)
@@ -63,6 +67,7 @@ def test_a_torchvision_resnet50_checkpoint_loads_into_the_transfer_recipes(torch
     assert record["fresh"] == len(head_keys(model)) and len(record["sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_a_torchvision_vgg16_file_goes_through_timms_checkpoint_filter(tmp_path):
     reference = torchvision.models.vgg16().state_dict()
     save_file(reference, str(tmp_path / "vgg16.safetensors"))
