@@ -44,7 +44,7 @@ def per_image(transform, images: torch.Tensor, seed: int, recipe, train: bool = 
 
 def plain(recipe_name="cnn_fmnist", **changes):
     fixed = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 0.0, "rotate": 0.0, "color_jitter": 0.0,
-             "crop_pct": 1.0, "interpolation": "bilinear", "reprob": 0.0}
+             "crop_pct": 1.0, "interpolation": "bilinear", "reprob": 0.0}  # fmt: skip
     return dataclasses.replace(get_recipe(recipe_name), **{**fixed, **changes})
 
 
@@ -214,7 +214,7 @@ def test_the_run_record_says_which_data_path_ran(tmp_path):
 @pytest.mark.slow
 def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path):
     result = run_cli("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
-                 "--output", str(tmp_path))
+                 "--output", str(tmp_path))  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --loader memory cannot run rsb_a3: ")

@@ -102,7 +102,7 @@ def test_pyplot_is_never_imported():
         "assert 'matplotlib.pyplot' not in sys.modules"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 
