@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,15 +10,46 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run harness/run.py as a user would, in a fresh interpreter."""
+def run_cli(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run harness/run.py as a user would, in a fresh interpreter (`env`: variables added to this one's)."""
     return subprocess.run(
         [sys.executable, str(ROOT / "harness" / "run.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def accelerate_command(processes: int) -> list[str]:
+    """`accelerate launch` of `processes` processes on this machine's CPU, without a config file.
+
+    accelerate's launcher starts several processes only with --multi_gpu; without CUDA the harness asks accelerate
+    for the CPU, and the processes form a gloo group."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    placement = "--multi_gpu" if processes > 1 else "--cpu"
+    return [accelerate, "launch", placement, "--num_processes", str(processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+
+
+def launch_script(
+    processes: int, script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`script` (a path from the repository root) under `accelerate launch` (`env`: variables added to this one's)."""
+    return subprocess.run(
+        [*accelerate_command(processes), script, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def accelerate_launch(processes: int, *args: str) -> subprocess.CompletedProcess:
+    """harness/run.py under `accelerate launch`, its data loaded in the training processes."""
+    return launch_script(processes, "harness/run.py", *args, "--workers", "0")
 
 
 def only_summary(output: Path) -> dict:

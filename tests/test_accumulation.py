@@ -15,13 +15,12 @@ from harness.data.memory import BatchAugment, BatchEvalTransform, MemoryLoader
 from harness.engine import NonFiniteLoss, Trainer, train_one_epoch
 from harness.run import main
 from recipes import get_recipe
-from tests.conftest import only_summary
-from tests.test_launch import accelerate_launch
+from tests.conftest import accelerate_launch, only_summary
 
 # LeNet-5 has neither BatchNorm nor dropout, and lenet_mnist augments nothing: the three splits of the global
 # batch of 64 (its published batch) see the same images per update and must train the same weights.
 EQUIVALENCE = ["--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "proxy", "--epochs", "1",
-               "--batch-size", "64", "--seed", "5", "--deterministic"]
+               "--batch-size", "64", "--seed", "5", "--deterministic"]  # fmt: skip
 
 
 def _run(tmp_path, name: str, *extra: str) -> tuple[dict, dict]:
@@ -31,12 +30,13 @@ def _run(tmp_path, name: str, *extra: str) -> tuple[dict, dict]:
     return only_summary(tmp_path / name), load_file(str(weights))
 
 
+@pytest.mark.slow
 def test_one_by_64_four_by_16_and_two_processes_by_two_by_16_train_the_same_model(tmp_path):
     whole, whole_weights = _run(tmp_path, "whole")
     accumulated, accumulated_weights = _run(tmp_path, "accumulated", "--micro-batch", "16")
     weights = tmp_path / "two.safetensors"
     launched = accelerate_launch(2, *EQUIVALENCE, "--micro-batch", "16", "--save-weights", str(weights),
-                                 "--output", str(tmp_path / "two"))
+                                 "--output", str(tmp_path / "two"))  # fmt: skip
     assert launched.returncode == 0, launched.stdout + launched.stderr
     two, two_weights = only_summary(tmp_path / "two"), load_file(str(weights))
 
@@ -66,13 +66,14 @@ def test_a_micro_batch_that_does_not_divide_is_refused_in_one_line(tmp_path, cap
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_batchnorm_note_is_a_note_not_a_difference(tmp_path):
     args = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--micro-batch", "8"]
     assert main([*args, "--workers", "0", "--output", str(tmp_path)]) == 0
     summary = only_summary(tmp_path)
     assert summary["grad_accum_steps"] == 2 and summary["micro_batch_size"] == 8
     assert any(note.startswith("BatchNorm statistics are computed over each micro-batch of 8") for note in
-               summary["notices"])
+               summary["notices"])  # fmt: skip
     assert not any("BatchNorm" in line for line in summary["fidelity"])
 
 
@@ -95,9 +96,9 @@ def _trainer(images: int, log_every: int = 50, lr: float | None = None) -> Train
     recipe = dataclasses.replace(get_recipe("lenet_mnist"), img_size=16, test_img_size=16, epochs=2,
                                  warmup_epochs=1, warmup_lr=1e-4, sched="cosine", lr=lr or 0.01, sched_on_updates=True,
                                  model_ema=True, model_ema_decay=0.9, scale=(0.5, 1.0), hflip=0.5, rotate=10.0,
-                                 color_jitter=0.2)
+                                 color_jitter=0.2)  # fmt: skip
     accelerator = Accelerator(cpu=True, gradient_accumulation_plugin=GradientAccumulationPlugin(
-        num_steps=ACCUM, sync_with_dataloader=False))
+        num_steps=ACCUM, sync_with_dataloader=False))  # fmt: skip
     accelerator.gradient_accumulation_steps = ACCUM
     generator = torch.Generator().manual_seed(0)
     data = torch.randint(0, 256, (images, 1, 8, 8), dtype=torch.uint8, generator=generator)
@@ -114,7 +115,7 @@ def _trainer(images: int, log_every: int = 50, lr: float | None = None) -> Train
         scheduler=build_scheduler(recipe, optimizer, len(loader) // ACCUM)[0],
         train_loss=build_train_loss(recipe, False), train_loader=loader, eval_loader=eval_loader, num_classes=10,
         global_batch_size=MICRO * ACCUM, ema=ModelEmaV3(model, decay=0.9), accum_steps=ACCUM, log_every=log_every,
-    )
+    )  # fmt: skip
 
 
 def test_schedule_and_ema_count_optimizer_updates_not_micro_steps(monkeypatch, one_thread):
@@ -129,7 +130,7 @@ def test_schedule_and_ema_count_optimizer_updates_not_micro_steps(monkeypatch, o
     # warmup is one epoch = 10 updates: after 10 updates the schedule is at its peak, not 20 updates along
     reference = build_scheduler(dataclasses.replace(get_recipe("lenet_mnist"), epochs=2, warmup_epochs=1,
                                                     warmup_lr=1e-4, sched="cosine", lr=0.01, sched_on_updates=True),
-                                torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01), 10)[0]
+                                torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01), 10)[0]  # fmt: skip
     reference.step_update(num_updates=20)
     lr_after_20 = reference.optimizer.param_groups[0]["lr"]
     reference.step_update(num_updates=10)
@@ -166,8 +167,9 @@ def test_the_step_reads_the_device_once_per_log_interval_and_at_the_epoch_end(mo
     assert [u for u, _ in logged] == [40, 80, 120, 150]
     assert set(logged[0][1]) == {"train/loss", "train/lr", "train/img_per_s"}
     assert all(isinstance(v, float) for _, values in logged for v in values.values())
-    assert row["train_loss"] == pytest.approx(sum(v["train/loss"] * n for (_, v), n in zip(logged, (40, 40, 40, 30),
-                                                                                           strict=True)) / 150)
+    assert row["train_loss"] == pytest.approx(
+        sum(v["train/loss"] * n for (_, v), n in zip(logged, (40, 40, 40, 30), strict=True)) / 150
+    )
 
 
 class NanAfter(torch.nn.CrossEntropyLoss):
@@ -194,11 +196,11 @@ def test_a_non_finite_loss_is_caught_at_the_next_read_naming_the_window(one_thre
 # ---- --estimate ------------------------------------------------------------------------------------------------
 
 ESTIMATE_KEYS = {"img_per_s", "epoch_s", "total_s", "device_hours", "peak_memory_mb_per_device", "micro_batch_size",
-                 "grad_accum_steps", "data_wait_s", "compute_s", "synthetic_data"}
+                 "grad_accum_steps", "data_wait_s", "compute_s", "synthetic_data"}  # fmt: skip
 
 
 def test_estimate_writes_only_estimate_json_on_synthetic_data_when_the_dataset_is_absent(tmp_path, monkeypatch,
-                                                                                         capsys):
+                                                                                         capsys):  # fmt: skip
     from harness import estimate
 
     monkeypatch.setattr(estimate, "TIMED_UPDATES", 2)

@@ -466,12 +466,14 @@ def test_a_slurm_campaign_whose_kept_estimate_starts_slower_than_its_time_limit_
     assert not (root / "campaign.json").exists()
 
 
+@pytest.mark.slow
 def test_the_start_up_an_estimate_records_is_the_time_since_its_process_started():
     code = "import time; time.sleep(1.0); from harness.estimate import process_age_s; print(process_age_s())"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert 1.0 <= float(found.stdout) < 120
 
 
+@pytest.mark.slow
 def test_a_stop_signal_reaches_a_training_process_still_starting_once_it_catches_it(tmp_path):
     """A SLURM job's launcher starts with the stop signals blocked, as its training process then does until it sets
     its handlers (and lifts the block): the signal is passed on once, when it is caught."""
@@ -493,6 +495,7 @@ def test_a_stop_signal_reaches_a_training_process_still_starting_once_it_catches
     assert (tmp_path / "log").read_text() == "1\n"  # delivered once, after its handler was set
 
 
+@pytest.mark.slow
 def test_a_shielded_launcher_outlives_slurms_signals_and_the_run_lifts_the_block(tmp_path):
     """SLURM signals every process of a job step: the launcher, started with the stop signals blocked, lives on
     (accelerate's one-process launcher would die of SIGUSR2, or kill its training process 5 s after SIGTERM); the
@@ -519,7 +522,7 @@ def test_a_shielded_launcher_outlives_slurms_signals_and_the_run_lifts_the_block
 def test_the_documented_slurm_conf_is_the_one_the_test_cluster_writes():
     import re
 
-    from tests.slurm_cluster import SLURM_CONF
+    from tests.scripts.slurm_cluster import SLURM_CONF
 
     page = (ROOT / "docs" / "guide" / "campaigns.md").read_text()
     block = re.search(r"<!-- slurm.conf:start -->\n```\n(.*?)```\n<!-- slurm.conf:end -->", page, flags=re.S)

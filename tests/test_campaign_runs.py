@@ -17,6 +17,8 @@ import yaml
 from harness.campaign.launch import children
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 # 24 epochs of 8 updates (a few seconds of LeNet): long enough to stop a run mid-training; --deterministic for
 # exact resumes on CPU; one thread a run, as four share two cores under submitit. The second recipe is a file
 # beside the campaign file: LeNet-5 with another learning rate.

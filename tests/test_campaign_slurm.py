@@ -1,7 +1,7 @@
-"""Campaigns on a real one-node SLURM cluster (tests/slurm_cluster.py: Debian's slurm-wlm and munge, no accounting),
-each way SLURM stops a job: scancel, `scontrol requeue`, submitit's SIGUSR2, the time limit, and a job cancelled
-before it could start. Every resumed run ends with the uninterrupted run's per-epoch losses, learning rates and
-evaluation accuracies, and its weights, tensor for tensor.
+"""Campaigns on a real one-node SLURM cluster (tests/scripts/slurm_cluster.py: Debian's slurm-wlm and munge, no
+accounting), each way SLURM stops a job: scancel, `scontrol requeue`, submitit's SIGUSR2, the time limit, and a job
+cancelled before it could start. Every resumed run ends with the uninterrupted run's per-epoch losses, learning rates
+and evaluation accuracies, and its weights, tensor for tensor.
 
 The scenarios run at once, each in its own campaign root, as one user would run them one after another. SLURM
 holds a requeued job for 2 minutes (pending, Reason=BeginTime, eligible 121 s after the requeue, measured); the test
@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.slurm_cluster import Cluster, unavailable
+from tests.scripts.slurm_cluster import Cluster, unavailable
 
 # 40 epochs of 8 updates of LeNet on digits (seconds); --deterministic for exact resumes on CPU; a mid-epoch
 # checkpoint every 4 updates.
@@ -43,7 +43,11 @@ EPOCHS = 40
 COMPARED = ["epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr"]
 DEADLINE_S = 900
 
-pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"no SLURM cluster here: {unavailable()}")
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(unavailable() is not None, reason=f"no SLURM cluster here: {unavailable()}"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,7 @@ def test_png_cmyk_progressive_grey_and_corrupt_images_fall_back_or_are_skipped_w
     assert set(np.flatnonzero(decoder.codes)) == fell_back and len(fell_back) == 4
 
 
+@pytest.mark.slow
 def test_the_record_counts_the_fallbacks_and_names_the_skipped_image(mixed_folder, tmp_path, monkeypatch):
     root, cut = mixed_folder
     monkeypatch.setattr(unreadable, "UNREADABLE_LIMIT", 0.05)  # 1 of 32 images

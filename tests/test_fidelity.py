@@ -3,11 +3,14 @@ BatchNorm's batch per device, untrained micro-batches; and it gives the best epo
 
 import csv
 
+import pytest
 import yaml
 
 from harness.run import main
 from harness.timm_defaults import TRAIN_PY_DEFAULTS
 from tests.conftest import only_summary
+
+pytestmark = pytest.mark.slow
 
 
 def test_changed_dtype_granularity_and_cooldown_are_each_named(tmp_path):

@@ -7,8 +7,12 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import gpu_check as check
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def gpu_check(*args: str, **env: str) -> subprocess.CompletedProcess:

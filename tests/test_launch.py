@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,24 +12,14 @@ import torch
 from harness.report import load_records, render_markdown
 from harness.run import main
 from recipes import list_recipes
-from tests.conftest import ROOT, only_summary
+from tests.conftest import ROOT, accelerate_launch, only_summary
+
+pytestmark = pytest.mark.slow
 
 SUMMARY_KEYS = {
     "recipe", "model", "dataset", "budget", "epochs_run", "eval_top1", "eval_top5", "eval_loss", "eval_samples",
     "train_img_per_s", "wall_time_s", "world_size", "global_batch_size", "seed", "reference", "fidelity", "versions",
-}
-
-
-def accelerate_launch(processes: int, *args: str) -> subprocess.CompletedProcess:
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    # accelerate's launcher starts several processes only with --multi_gpu; without CUDA the harness
-    # asks accelerate for the CPU, and the processes form a gloo group.
-    placement = "--multi_gpu" if processes > 1 else "--cpu"
-    return subprocess.run(
-        [accelerate, "launch", placement, "--num_processes", str(processes), "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "harness/run.py", *args, "--workers", "0"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
+}  # fmt: skip
 
 
 def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
@@ -53,12 +41,12 @@ def test_accelerate_launch_rsb_a3_smoke_writes_the_record_and_report(tmp_path):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]
     assert set(rows[0]) >= {"epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr", "epoch_time_s",
-                            "train_img_per_s"}
+                            "train_img_per_s"}  # fmt: skip
     assert json.loads((run_dir / "recipe.json").read_text())["dataset"] == "digits"
     assert "| rsb_a3 " in (run_dir / "report.md").read_text()
 
     report = subprocess.run([sys.executable, "-m", "harness.report", str(out), "--out", str(tmp_path / "r.md")],
-                            capture_output=True, text=True, cwd=ROOT)
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert report.returncode == 0, report.stderr
     row = next(line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| rsb_a3"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -150,7 +138,7 @@ def test_every_recipe_runs_at_the_smoke_budget(name, tmp_path):
 def test_seeded_runs_repeat_exactly_on_cpu(tmp_path):
     for out in ("a", "b"):
         assert main(["--recipe", "baseline", "--budget", "smoke", "--output", str(tmp_path / out),
-                     "--workers", "0", "--seed", "3"]) == 0
+                     "--workers", "0", "--seed", "3"]) == 0  # fmt: skip
     first, second = only_summary(tmp_path / "a"), only_summary(tmp_path / "b")
     assert first["eval_loss"] == second["eval_loss"]
     assert first["confusion_matrix"] == second["confusion_matrix"]

@@ -2,9 +2,6 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +24,8 @@ from harness.data.memory import (
 )
 from harness.data.transforms import build_transforms
 from recipes import get_recipe, list_recipes
+from tests.conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
@@ -47,7 +44,7 @@ def per_image(transform, images: torch.Tensor, seed: int, recipe, train: bool = 
 
 def plain(recipe_name="cnn_fmnist", **changes):
     fixed = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 0.0, "rotate": 0.0, "color_jitter": 0.0,
-             "crop_pct": 1.0, "interpolation": "bilinear", "reprob": 0.0}
+             "crop_pct": 1.0, "interpolation": "bilinear", "reprob": 0.0}  # fmt: skip
     return dataclasses.replace(get_recipe(recipe_name), **{**fixed, **changes})
 
 
@@ -194,6 +191,7 @@ def test_evaluation_counts_every_image_once_over_uneven_processes():
     assert len({len(loader(n=101, train=False, rank=r, world=3)) for r in range(3)}) == 1
 
 
+@pytest.mark.slow  # augments every training image of digits at 224 px, twice: seconds on a CPU
 def test_skipping_batches_yields_the_same_augmented_batches_as_running_through():
     recipe = get_recipe("resnet18_fmnist_transfer")
     images, labels = split_tensors(DigitsDataset(True))
@@ -204,21 +202,19 @@ def test_skipping_batches_yields_the_same_augmented_batches_as_running_through()
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[5:], tail, strict=True))
 
 
-def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "harness/run.py", *args], capture_output=True, text=True, cwd=cwd)
-
-
+@pytest.mark.slow
 def test_the_run_record_says_which_data_path_ran(tmp_path):
-    result = run("--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--output", str(tmp_path))
+    result = run_cli("--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     assert summary["data_path"] == "memory" and summary["eval_samples"] == 100
     assert summary["compiled"] is False and 0 < summary["peak_rss_mb"] < 2048
 
 
+@pytest.mark.slow
 def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path):
-    result = run("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
-                 "--output", str(tmp_path))
+    result = run_cli("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
+                 "--output", str(tmp_path))  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --loader memory cannot run rsb_a3: ")

@@ -93,6 +93,7 @@ def test_figures_are_cleared_after_saving(tmp_path, monkeypatch):
     assert all(not figure.axes for figure in figures)
 
 
+@pytest.mark.slow
 def test_pyplot_is_never_imported():
     code = (
         "import sys, tempfile, pathlib; from harness.plots import write_plots; "
@@ -101,7 +102,7 @@ def test_pyplot_is_never_imported():
         "assert 'matplotlib.pyplot' not in sys.modules"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 

@@ -21,15 +21,13 @@ from harness.attempts import read_attempts, run_status
 from harness.checkpoint import PROGRESS, complete_checkpoints
 from harness.preemption import EXIT_PREEMPTED, LAUNCHER_ENV, SignalFlag, StopAgreement, stop_signals
 from harness.run import main
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, accelerate_command, launch_script, run_cli
 
 # 64 training images in batches of 8: 8 updates an epoch, 24 in all.
 RUN = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--epochs", "3", "--batch-size", "8"]
 RUN += ["--workers", "0", "--seed", "1", "--deterministic"]
 UPDATES_PER_EPOCH = 8
-HOOK = str(ROOT / "tests" / "signal_at_update.py")
-LAUNCH = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
-LAUNCH += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # gloo DDP on the CPU
+HOOK = str(ROOT / "tests" / "scripts" / "signal_at_update.py")
 
 
 def only_run(output: Path) -> Path:
@@ -72,13 +70,9 @@ def assert_stopped(run: Path, signal_name: str, processes: int, update: int) -> 
 
 
 def hooked(update: int, name: str, rank: int, *args: str) -> subprocess.CompletedProcess:
-    """run.py in one process, signalled by itself right after `update` (tests/signal_at_update.py)."""
+    """run.py in one process, signalled by itself right after `update` (tests/scripts/signal_at_update.py)."""
     command = [sys.executable, HOOK, str(update), name, str(rank), "--", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-
-
-def launch_two(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*LAUNCH, script, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +85,14 @@ def one_process(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("two")
-    result = launch_two(
-        "harness/run.py", *RUN, "--output", str(out / "runs"), "--save-weights", str(out / "w.safetensors")
+    result = launch_script(
+        2, "harness/run.py", *RUN, "--output", str(out / "runs"), "--save-weights", str(out / "w.safetensors")
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return only_run(out / "runs"), out / "w.safetensors"
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_on_one_process_checkpoints_exits_3_and_resumes_exactly(one_process, tmp_path):
     weights = tmp_path / "w.safetensors"
     result = hooked(5, "SIGTERM", 0, *RUN, "--output", str(tmp_path / "runs"), "--save-weights", str(weights))
@@ -117,6 +112,7 @@ def test_sigterm_mid_epoch_on_one_process_checkpoints_exits_3_and_resumes_exactl
     assert run_status(run) == "complete"
 
 
+@pytest.mark.slow
 def test_signal_during_the_epoch_end_evaluation_stops_after_that_epoch_and_mlflow_continues(
     one_process, tmp_path, monkeypatch
 ):
@@ -152,9 +148,12 @@ def test_signal_during_the_epoch_end_evaluation_stops_after_that_epoch_and_mlflo
     assert [m.value for m in top1] == pytest.approx([float(row[2]) for row in metrics(run)], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_signal_to_one_rank_of_two_stops_both_after_the_same_update_and_resumes_exactly(two_processes, tmp_path):
     weights, out = tmp_path / "w.safetensors", tmp_path / "runs"
-    launched = launch_two(HOOK, "5", "SIGUSR1", "1", "--", *RUN, "--output", str(out), "--save-weights", str(weights))
+    launched = launch_script(
+        2, HOOK, "5", "SIGUSR1", "1", "--", *RUN, "--output", str(out), "--save-weights", str(weights)
+    )
     logs = launched.stdout + launched.stderr
     # accelerate's launcher (torchrun) reports a worker's non-zero status as its own failure, status 1.
     assert launched.returncode == 1, logs
@@ -165,15 +164,16 @@ def test_signal_to_one_rank_of_two_stops_both_after_the_same_update_and_resumes_
     checkpoint = assert_stopped(run, "SIGUSR1", processes=2, update=6)
     assert progress_of(checkpoint)["step_in_epoch"] == 6
 
-    resumed = launch_two("harness/run.py", "--resume", str(run))
+    resumed = launch_script(2, "harness/run.py", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_same_run(run, weights, *two_processes)
     assert summary(run)["world_sizes"] == [2, 2] and summary(run)["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_reaches_both_processes_and_the_run_resumes_on_one(tmp_path):
     out = tmp_path / "runs"
-    command = [*LAUNCH, "harness/run.py", *RUN, "--save-every", "2", "--output", str(out)]
+    command = [*accelerate_command(2), "harness/run.py", *RUN, "--save-every", "2", "--output", str(out)]
     environment = {**os.environ, **LAUNCHER_ENV}  # time enough to checkpoint on a loaded machine
     with (tmp_path / "launcher.log").open("w") as log:
         launcher = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)

@@ -2,10 +2,6 @@
 differently on every process, the copies of repeated augmentation differ, and the same run repeats exactly."""
 
 import random
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +10,13 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data.seeding import NumberedRepeats, SeededSamples
-from tests.conftest import ROOT
+from tests.conftest import launch_script
 
 RSB_A1_TWO_PROCESSES = ["--recipe", "rsb_a1", "--budget", "smoke", "--loader", "workers", "--augment-on", "workers"]
 
 
 def launch_two(script: str, *args: str) -> None:
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    result = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-         "no", "--dynamo_backend", "no", script, *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    result = launch_script(2, script, *args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
 
@@ -33,16 +24,18 @@ def launch_two(script: str, *args: str) -> None:
 def draws(tmp_path_factory):
     """What each of two processes draws in an RSB A1 run (3 repeats)."""
     out = tmp_path_factory.mktemp("draws")
-    launch_two("tests/rank_draws.py", str(out), *RSB_A1_TWO_PROCESSES, "--workers", "1", "--output", str(out))
+    launch_two("tests/scripts/rank_draws.py", str(out), *RSB_A1_TWO_PROCESSES, "--workers", "1", "--output", str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_mixup_cutmix_and_torch_draw_differently_on_each_process(draws):
     rank0, rank1 = draws
     assert not torch.equal(rank0["lam"], rank1["lam"])
     assert not torch.equal(rank0["torch"], rank1["torch"])  # drop path's generator
 
 
+@pytest.mark.slow
 def test_repeated_copies_of_an_image_get_different_crops_on_and_across_processes(draws):
     rank0, rank1 = draws
     pairs = [
@@ -57,6 +50,7 @@ def test_repeated_copies_of_an_image_get_different_crops_on_and_across_processes
     assert all(not torch.allclose(a, b) for a, b in pairs)
 
 
+@pytest.mark.slow
 def test_the_same_two_process_run_twice_trains_the_same_weights(tmp_path):
     weights = []
     for attempt in range(2):

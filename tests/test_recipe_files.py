@@ -43,6 +43,7 @@ def test_the_schema_holds_every_field_with_its_constraints(capsys):
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(schema))
 
 
+@pytest.mark.slow
 def test_a_dumped_recipe_reruns_to_the_identical_recipe_json(tmp_path):
     common = ["--budget", "smoke", "--workers", "0"]
     original = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--set", "lr=0.003", "--set", "rotate=5.0", *common]
@@ -59,6 +60,7 @@ def test_a_dumped_recipe_reruns_to_the_identical_recipe_json(tmp_path):
     assert again["reference"] == first["reference"]  # still compared with the published cnn_fmnist
 
 
+@pytest.mark.slow
 def test_a_file_with_its_own_reference_runs_and_renders_its_own_row(tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()

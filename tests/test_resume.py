@@ -21,6 +21,8 @@ from harness.run import main
 from recipes import get_recipe
 from tests.conftest import ROOT, only_summary, run_cli
 
+pytestmark = pytest.mark.slow
+
 SMOKE = ["--budget", "smoke", "--epochs", "3", "--workers", "0", "--seed", "1", "--deterministic"]
 
 

@@ -20,8 +20,8 @@ from harness.checkpoint import PROGRESS, complete_checkpoints
 from harness.data import catalog
 from harness.data.catalog import DataError
 from harness.run import main
-from tests.conftest import ROOT, only_summary
-from tests.sources_data import (
+from tests.conftest import ROOT, launch_script, only_summary
+from tests.scripts.sources_data import (
     CLASSES,
     make_samples,
     write_folder,
@@ -132,6 +132,7 @@ def one_process(store, weights, tmp_path_factory) -> dict[str, dict]:
         }
 
 
+@pytest.mark.slow
 def test_the_same_images_evaluate_alike_from_every_layout(one_process, store):
     folder = one_process["folder"]
     assert folder["eval_samples"] == len(store.samples["val"]) == 24
@@ -157,6 +158,7 @@ def split_folders(store: Store, root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_shards_in_split_folders_or_with_timms_other_info_names_evaluate_alike(one_process, store, weights, tmp_path):
     import yaml
 
@@ -187,6 +189,7 @@ def test_shards_in_split_folders_or_with_timms_other_info_names_evaluate_alike(o
         find_layout("wds", with_yaml)
 
 
+@pytest.mark.slow
 def test_the_record_names_the_source_and_its_files(one_process, store):
     sizes = {"train": 72, "eval": 24}
     assert one_process["wds"]["source"] == {
@@ -207,15 +210,6 @@ def test_the_record_names_the_source_and_its_files(one_process, store):
     assert one_process["folder"]["source"]["files"] == {"train": ["train"], "eval": ["val"]}
 
 
-def launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    return subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "tests/run_many.py", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **env},
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def two_by_two(store, weights) -> dict:
     """One launch of 2 processes x 2 workers: a training epoch on the shards (every sample served recorded), then
@@ -230,13 +224,14 @@ def two_by_two(store, weights) -> dict:
             [*where(store, name), "--eval-only", "--pretrained-file", str(weights), "--output", str(out / name)]
         )
     argv = [arg for run in runs for arg in ["--then", *common, *run]][1:]
-    result = launch(*argv, env={**cache_env(store), "RECORD_SAMPLES": str(keys)})
+    result = launch_script(2, "tests/scripts/run_many.py", *argv, env={**cache_env(store), "RECORD_SAMPLES": str(keys)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     served = [line.split("\t") for f in keys.iterdir() for line in f.read_text().splitlines()]
     summaries = {name: only_summary(out / name) for name in ("train", "folder", "wds", "hfds")}
     return {"summaries": summaries, "served": served, "trained": trained}
 
 
+@pytest.mark.slow
 def test_two_processes_two_workers_evaluate_each_image_once_as_one_process_does(two_by_two, one_process):
     for name in ("folder", "wds", "hfds"):
         summary = two_by_two["summaries"][name]
@@ -247,6 +242,7 @@ def test_two_processes_two_workers_evaluate_each_image_once_as_one_process_does(
         assert summary["eval_loss"] == pytest.approx(one_process[name]["eval_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_two_workers_train_each_shard_sample_once_an_epoch(two_by_two, store, tmp_path):
     trained = [key for split, key in two_by_two["served"] if split == "train"]
     smoke_train = [s.key for s in store.samples["train"][:64]]  # the smoke budget: the first 64 in shard order
@@ -264,6 +260,7 @@ def losses(run: Path) -> list[tuple[str, ...]]:
     return [(r["train_loss"], r["eval_loss"], r["eval_top1"], r["eval_top5"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_a_mid_epoch_resume_on_shards_ends_as_the_uninterrupted_run(store, tmp_path):
     """The same batches in the same order: the shards are read by index, so accelerate's seedable sampler and
     batch skipping resume them as they resume a folder. Two workers: the recipe's dropout draws stay on the main
@@ -335,6 +332,7 @@ def truncate_member(shard: Path, key: str) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+@pytest.mark.slow
 def test_an_undecodable_tar_member_is_skipped_and_named_as_a_folder_image_is(store, tmp_path, monkeypatch):
     from harness.data import unreadable
 
@@ -467,12 +465,13 @@ def test_a_hub_dataset_not_in_the_cache_is_refused(tmp_path, capsys):
     assert message.endswith("download it first: huggingface-cli download toy/absent --repo-type dataset")
 
 
+@pytest.mark.slow
 def test_a_missing_extra_is_refused_with_the_pip_command(store, tmp_path):
     out = tmp_path / "out"
     argv = [*SMOKE, *where(store, "hfds"), "--output", str(out), "--then", *SMOKE, *where(store, "wds"),
             "--output", str(out)]  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "tests/run_many.py", *argv],
+        [sys.executable, "tests/scripts/run_many.py", *argv],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
         env={**os.environ, **cache_env(store), "HIDE_MODULES": "datasets,webdataset"},
     )  # fmt: skip

@@ -13,6 +13,7 @@ from recipes import get_recipe
 from tests.conftest import only_summary
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_one_eval_point_per_epoch_and_the_train_curves(tmp_path):
     out = tmp_path / "runs"
     argv = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke", "--epochs", "2", "--workers", "0"]
@@ -73,6 +74,7 @@ def _assert_logged(client, run, run_dir) -> None:
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [3, 4, 7, 8]
 
 
+@pytest.mark.slow
 def test_mlflow_logs_into_a_sqlite_database_in_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "runs"
@@ -88,6 +90,7 @@ def test_mlflow_logs_into_a_sqlite_database_in_the_run_directory(tmp_path, monke
     }
 
 
+@pytest.mark.slow
 def test_mlflow_logs_into_the_store_the_environment_names(tmp_path, monkeypatch):
     shared = tmp_path / "campaign" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{shared}")

@@ -2,9 +2,6 @@
 
 import csv
 import dataclasses
-import os
-import subprocess
-import sys
 
 import pytest
 import timm
@@ -19,13 +16,14 @@ from harness.engine import should_stop_early
 from harness.run import main
 from harness.weights import model_with_weights
 from recipes import get_recipe
-from tests.conftest import ROOT, only_summary
+from tests.conftest import only_summary, run_cli
 
 
 def _changed(before: dict, after: dict, keys) -> set[str]:
     return {k for k in keys if not torch.equal(before[k], after[k])}
 
 
+@pytest.mark.slow
 def test_upstream_weights_fine_tune_with_the_backbone_frozen_then_released(tmp_path):
     """Train upstream on one real dataset, save, fine-tune on digits: epoch 1 moves only the head, epoch 2 all."""
     upstream = "fashion_mnist" if DEBIAN_FASHION_MNIST.is_dir() else "digits"
@@ -33,7 +31,7 @@ def test_upstream_weights_fine_tune_with_the_backbone_frozen_then_released(tmp_p
     common = ["--recipe", "resnet18_fmnist_transfer", "--budget", "smoke", "--workers", "0"]
     assert main([*common, "--dataset", upstream, "--output", str(tmp_path / "up"), "--save-weights", str(weights)]) == 0
     assert main([*common, "--dataset", "digits", "--epochs", "2", "--set", "freeze_epochs=1", "--keep", "2",
-                 "--pretrained-file", str(weights), "--output", str(tmp_path / "down")]) == 0
+                 "--pretrained-file", str(weights), "--output", str(tmp_path / "down")]) == 0  # fmt: skip
 
     start = load_file(str(weights))
     run_dir = next((tmp_path / "down").iterdir())
@@ -104,7 +102,7 @@ def test_constant_then_exponential_decay_is_timms_multistep_schedule():
     lr_at = {epoch: scheduler._get_lr(epoch)[0] for epoch in range(6)}
     rate = recipe.decay_rate
     assert lr_at == pytest.approx({0: 0.01, 1: 0.01, 2: 0.01 * rate, 3: 0.01 * rate**2, 4: 0.01 * rate**3,
-                                   5: 0.01 * rate**4})
+                                   5: 0.01 * rate**4})  # fmt: skip
     # The published 6 epochs with Keras' 10-epoch hold never decay, as the report says.
     published, _ = build_scheduler(get_recipe("resnet50_cifar10_transfer"), optimizer, updates_per_epoch=10)
     assert {published._get_lr(t)[0] for t in range(6)} == {0.01}
@@ -123,22 +121,22 @@ def test_early_stopping_watches_eval_loss_with_patience(losses, patience, stop):
     assert should_stop_early([{"eval_loss": v} for v in losses], patience, 0.0) is stop
 
 
+@pytest.mark.slow
 def test_early_stopping_is_recorded_in_the_summary(tmp_path):
     # No epoch can improve eval loss by 100, so patience 1 stops the run after its second epoch.
     assert main(["--recipe", "cnn_cifar10_scratch", "--budget", "smoke", "--epochs", "5", "--workers", "0",
                  "--set", "early_stop_patience=1", "--set", "early_stop_min_delta=100.0",
-                 "--output", str(tmp_path)]) == 0
+                 "--output", str(tmp_path)]) == 0  # fmt: skip
     summary = only_summary(tmp_path)
     assert summary["epochs_run"] == 2 and summary["stopped_early_at_epoch"] == 2
 
 
+@pytest.mark.slow
 def test_a_pretrained_recipe_without_weights_stops_and_says_how_to_provide_them(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "harness/run.py", "--recipe", "resnet18_fmnist_transfer", "--dataset", "digits",
-         "--budget", "proxy", "--output", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )
+    result = run_cli(
+        "--recipe", "resnet18_fmnist_transfer", "--dataset", "digits", "--budget", "proxy", "--output", str(tmp_path),
+        env={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
     assert result.returncode == 2
     assert "pass --pretrained-file PATH, or --set pretrained=False" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

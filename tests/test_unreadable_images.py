@@ -45,6 +45,7 @@ def _run(root, out, workers):
     )
 
 
+@pytest.mark.slow
 def test_a_bad_image_is_skipped_and_named_in_the_summary(folder_with_a_truncated_jpeg, tmp_path, monkeypatch):
     root, bad = folder_with_a_truncated_jpeg
     monkeypatch.setattr(unreadable, "UNREADABLE_LIMIT", 0.05)  # 1 of the 64 smoke images is 1.6%
@@ -54,6 +55,7 @@ def test_a_bad_image_is_skipped_and_named_in_the_summary(folder_with_a_truncated
     assert summary["eval_samples"] == 20
 
 
+@pytest.mark.slow
 def test_too_many_bad_images_stop_the_run_naming_them_and_keep_the_checkpoint(
     folder_with_a_truncated_jpeg, tmp_path, capsys
 ):

@@ -11,8 +11,7 @@ from harness.build import WeightsError, build_model
 from harness.run import build_parser, main, plan_run
 from harness.weights import head_keys, load_file_into, model_with_weights
 from recipes import get_recipe, list_recipes
-from tests.conftest import only_summary, run_cli
-from tests.test_launch import accelerate_launch
+from tests.conftest import accelerate_launch, only_summary, run_cli
 
 # One recipe per architecture the recipes name (timm's and the harness's own).
 RECIPE_OF_MODEL = {get_recipe(name).model: name for name in reversed(list_recipes())}
@@ -24,7 +23,11 @@ def _save(model: torch.nn.Module, path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-@pytest.mark.parametrize("model_name", sorted(RECIPE_OF_MODEL))
+# VGG-16's 138 M parameters take seconds to build, save and load on a CPU.
+MODEL_NAMES = [pytest.param(m, marks=pytest.mark.slow) if m == "vgg16" else m for m in sorted(RECIPE_OF_MODEL)]
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_saved_weights_load_into_the_recipes_model_tensor_for_tensor(model_name, tmp_path):
     recipe = dataclasses.replace(get_recipe(RECIPE_OF_MODEL[model_name]), pretrained=False)
     torch.manual_seed(0)
@@ -64,6 +67,7 @@ def test_a_torchvision_resnet50_checkpoint_loads_into_the_transfer_recipes(torch
     assert record["fresh"] == len(head_keys(model)) and len(record["sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_a_torchvision_vgg16_file_goes_through_timms_checkpoint_filter(tmp_path):
     reference = torchvision.models.vgg16().state_dict()
     save_file(reference, str(tmp_path / "vgg16.safetensors"))
@@ -74,6 +78,7 @@ def test_a_torchvision_vgg16_file_goes_through_timms_checkpoint_filter(tmp_path)
     assert record["loaded"] == len(reference) - 2 and record["skipped"] == 2 and record["fresh"] == 2
 
 
+@pytest.mark.slow
 def test_a_file_for_another_architecture_is_refused_before_anything_is_written(tmp_path):
     recipe = get_recipe("cnn_fmnist")
     _save(build_model(recipe, 10), tmp_path / "cnn.safetensors")
@@ -105,6 +110,7 @@ def saving_run(tmp_path_factory):
     return only_summary(out / "runs"), weights
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_the_saving_runs_final_evaluation_in_one_process(saving_run, tmp_path):
     trained, weights = saving_run
     assert main([*EVAL_ONLY, "--eval-only", "--pretrained-file", str(weights), "--output", str(tmp_path)]) == 0
@@ -126,6 +132,7 @@ def test_eval_only_reproduces_the_saving_runs_final_evaluation_in_one_process(sa
     assert "| cnn_fmnist (evaluation only) " in (run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_a_two_process_runs_final_evaluation_in_two_processes(tmp_path):
     """Same process count, same per-process batches: the same floats (batch shape and threads change the last
     bits of a CPU convolution, so a 1-process evaluation of 2-process weights agrees to about 1e-7 only)."""

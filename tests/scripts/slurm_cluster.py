@@ -2,8 +2,8 @@
 slurmd, with their keys, sockets, state and logs in that folder, no accounting, no cgroups.
 
     sudo apt-get install slurm-wlm munge
-    sudo python -m tests.slurm_cluster start /tmp/slurm     # prints: export SLURM_CONF=/tmp/slurm/slurm.conf
-    sudo python -m tests.slurm_cluster stop /tmp/slurm
+    sudo python -m tests.scripts.slurm_cluster start /tmp/slurm     # prints: export SLURM_CONF=/tmp/slurm/slurm.conf
+    sudo python -m tests.scripts.slurm_cluster stop /tmp/slurm
 
 The node is this machine as `slurmd -C` sees it (CPUs, memory), named localhost; slurmd needs root.
 """
@@ -183,7 +183,7 @@ class Cluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.slurm_cluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.scripts.slurm_cluster", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Run harness/run.py as a scheduler would interrupt it: a signal right after optimizer update N, on one rank.
 
-    python tests/signal_at_update.py UPDATE SIGNAL RANK -- RUN.PY ARGUMENTS
-    accelerate launch --multi_gpu --num_processes 2 tests/signal_at_update.py 5 SIGUSR1 1 -- --recipe ...
+    python tests/scripts/signal_at_update.py UPDATE SIGNAL RANK -- RUN.PY ARGUMENTS
+    accelerate launch --multi_gpu --num_processes 2 tests/scripts/signal_at_update.py 5 SIGUSR1 1 -- --recipe ...
 
 The process sends the signal to itself from inside the training loop, so the moment is exact (mid-epoch, between
 two updates) whatever the machine's load; everything after it is the real handler, agreement and checkpoint."""
@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness, not an installed one
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's harness, not an installed one
 
 from harness import engine  # noqa: E402
 from harness.run import main  # noqa: E402

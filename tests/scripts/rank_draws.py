@@ -1,6 +1,6 @@
 """Under `accelerate launch`: build a run as harness/run.py builds it and save what this process draws.
 
-    accelerate launch ... tests/rank_draws.py OUT_DIR RUN_ARGS...
+    accelerate launch ... tests/scripts/rank_draws.py OUT_DIR RUN_ARGS...
 
 OUT_DIR/rank<R>.pt holds the first training batch (images after the workers and the device stage, and the sampler
 indices they came from), five Mixup/CutMix draws (lambda, CutMix or not) and a draw from torch's generator (what
@@ -10,7 +10,7 @@ drop path uses).
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
