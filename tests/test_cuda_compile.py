@@ -13,7 +13,11 @@ from safetensors.torch import load_file
 from harness.checkpoint import EMA_FILE, PROGRESS, complete_checkpoints
 from tests.conftest import only_summary, run_cli
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 # cnn_fmnist has BatchNorm and no augmentation; without dropout nothing in the model draws random numbers, so the
 # compiled and the eager run differ only by their kernels' rounding. Smoke: 64 images, global batch 16 in micro-batches

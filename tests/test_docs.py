@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from harness import docgen
 from tests.conftest import ROOT
 
@@ -45,6 +47,7 @@ def test_every_recipe_page_cites_its_source_and_lists_its_unverified_settings():
         assert unverified.count("\n- ") == sum("UNVERIFIED" in note for note in recipe.notes), name
 
 
+@pytest.mark.slow
 def test_mkdocs_builds_strictly(tmp_path):
     # strict: a broken link or anchor, or a page missing from the navigation, is an error (mkdocs.yml's validation)
     result = subprocess.run(

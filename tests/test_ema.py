@@ -3,6 +3,7 @@ its BatchNorm statistics reduced over the processes before it is evaluated, and 
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from timm.utils import ModelEmaV3
@@ -15,10 +16,13 @@ EMA_RUN = ["--recipe", "cnn_fmnist", "--dataset", "digits", "--budget", "smoke",
 EMA_RUN += ["--set", "model_ema=True", "--set", "model_ema_decay=0.5"]
 
 
+@pytest.mark.slow
 def test_compile_keeps_ddp_and_the_ema_has_the_bare_models_keys(tmp_path):
     """accelerate's unwrap_model (keep_torch_compile=True) would set the compiled module's _orig_mod to the bare
     model, so OptimizedModule(DDP(model)) lost DDP and its no_sync, and the EMA copied the compiled wrapper."""
-    launch_two("tests/ema_ranks.py", "prepared", str(tmp_path), *EMA_RUN, "--compile", "--output", str(tmp_path))
+    launch_two(
+        "tests/scripts/ema_ranks.py", "prepared", str(tmp_path), *EMA_RUN, "--compile", "--output", str(tmp_path)
+    )
     for rank in (0, 1):
         record = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert record["prepared"] == "OptimizedModule"
@@ -28,9 +32,10 @@ def test_compile_keeps_ddp_and_the_ema_has_the_bare_models_keys(tmp_path):
         assert record["ema_evaluated_compiles_the_ema"]
 
 
+@pytest.mark.slow
 def test_the_emas_batchnorm_statistics_are_reduced_before_it_is_evaluated_and_saved_as_evaluated(tmp_path):
     out = tmp_path / "runs"
-    launch_two("tests/ema_ranks.py", "fit", str(tmp_path), *EMA_RUN, "--output", str(out))
+    launch_two("tests/scripts/ema_ranks.py", "fit", str(tmp_path), *EMA_RUN, "--output", str(out))
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     (trained0,), (trained1,) = (r["trained"] for r in ranks)
     (evaluated0,), (evaluated1,) = (r["evaluated"] for r in ranks)

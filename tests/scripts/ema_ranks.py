@@ -1,9 +1,9 @@
 """Under `accelerate launch`: what each process's model and EMA hold.
 
-accelerate launch ... tests/ema_ranks.py prepared OUT_DIR RUN_ARGS...
+accelerate launch ... tests/scripts/ema_ranks.py prepared OUT_DIR RUN_ARGS...
     build the run as harness/run.py builds it (its trainer too, which builds the EMA) and write
     OUT_DIR/rank<R>.json: the prepared model's wrappers and the EMA's and the bare model's state dict keys.
-accelerate launch ... tests/ema_ranks.py fit OUT_DIR RUN_ARGS...
+accelerate launch ... tests/scripts/ema_ranks.py fit OUT_DIR RUN_ARGS...
     run harness/run.py and write OUT_DIR/rank<R>.pt: the EMA's BatchNorm statistics at the end of each epoch's
     training and when the EMA is evaluated.
 """
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
