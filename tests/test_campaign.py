@@ -446,11 +446,14 @@ def test_a_time_limit_barely_above_the_signal_lead_is_refused_or_warned_of(time,
     assert time_limit_notes(Campaign.model_validate(TINY), 1000.0) == []  # local: no time limit
 
 
-def test_a_slurm_campaign_whose_kept_estimate_starts_slower_than_its_time_limit_allows_is_refused(tmp_path, capsys):
+def test_a_slurm_campaign_whose_kept_estimate_starts_slower_than_its_time_limit_allows_is_refused(
+    tmp_path, capsys, monkeypatch
+):
     from harness.campaign.grid import expand_grid
     from harness.campaign.plan import estimate_folder
     from harness.campaign.spec import read_campaign
 
+    monkeypatch.setenv("PATH", f"{fake_slurm(tmp_path)}{os.pathsep}{os.environ['PATH']}")  # SLURM or not here
     path = write_campaign(tmp_path, executor="slurm", slurm={"time": 3})
     root, campaign = tmp_path / "out", read_campaign(path)
     for spec in expand_grid(campaign, path)[:1]:
