@@ -58,7 +58,7 @@ def resolve(name: str, batch_size: int | None = None) -> Resolved:
             recipe = get_recipe(name)
         except KeyError as e:
             raise ConfigError(e.args[0]) from None
-        return Resolved(recipe, recipe, name)
+        return Resolved(recipe, recipe, recipe.name)
     return _resolve_file(Path(name), seen=(), batch_size=batch_size)
 
 
