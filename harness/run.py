@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -63,6 +64,8 @@ RUN_ONLY_OPTIONS = (
 )
 DUMP_FORMATS = ("harness", "timm")
 SEED_MAX = 2**32 - 1  # numpy's seed range
+# An error that quotes a batch or an epoch count of a plan on the stand-in says whose numbers they are.
+QUOTES_BATCH_OR_EPOCHS = re.compile(r"batch|epoch")
 
 
 PROG = "recipe-harness"
@@ -146,7 +149,6 @@ def _data_options(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-dir")
     g.add_argument(
-        "-j",
         "--workers",
         type=int_in_range(0),
         default=DEFAULT_WORKERS,
@@ -388,7 +390,7 @@ def plan_run(args: argparse.Namespace) -> Plan:
     try:
         return _plan_recipe(args, resolved, data, notices, log_with)
     except ConfigError as e:
-        if data.stand_in_for is None:
+        if data.stand_in_for is None or not QUOTES_BATCH_OR_EPOCHS.search(str(e)):
             raise
         raise ConfigError(f"{e} {stand_in_context(resolved.published, data)}") from None
 
@@ -541,7 +543,8 @@ def _run_all(plans: list[Plan], runs: list[argparse.Namespace], args: argparse.N
         try:
             status = evaluate_weights(plan, run) if args.eval_only else train(plan, run)
         except RUN_ERRORS as e:
-            print(f"error: {e}{' ' + plan.stand_in if plan.stand_in else ''}", file=sys.stderr)
+            context = f" {plan.stand_in}" if plan.stand_in and QUOTES_BATCH_OR_EPOCHS.search(str(e)) else ""
+            print(f"error: {e}{context}", file=sys.stderr)
             return 2
         if status:
             return status
@@ -558,7 +561,9 @@ def _dump(plan: Plan, args: argparse.Namespace) -> int:
             return dump_timm_args(plan, args)
         return dump_recipe(plan, args.dump_recipe)
     except ConfigError as e:
-        raise ConfigError(f"{e} {plan.stand_in}" if plan.stand_in else str(e)) from None
+        if plan.stand_in is None or not QUOTES_BATCH_OR_EPOCHS.search(str(e)):
+            raise
+        raise ConfigError(f"{e} {plan.stand_in}") from None
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -583,9 +588,9 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _notes(notices: list[str], stream=sys.stdout) -> None:
+def _notes(notices: list[str], stream=None) -> None:
     for notice in notices:
-        print(f"note: {notice}", file=stream)
+        print(f"note: {notice}", file=stream or sys.stdout)
 
 
 def dump_recipe(plan: Plan, path: Path) -> int:

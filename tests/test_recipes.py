@@ -41,7 +41,10 @@ def test_registry_rejects_duplicates_and_names_valid_recipes():
     with pytest.raises(ValueError, match="registered twice"):
         register(get_recipe("rsb_a3"))
     with pytest.raises(KeyError, match="valid recipes: .*rsb_a3"):
+        get_recipe("vit_b16")
+    with pytest.raises(KeyError, match="unknown recipe 'rsb_a4'; did you mean rsb_a3, rsb_a2 or rsb_a1"):
         get_recipe("rsb_a4")
+    assert get_recipe("rsb-a3") is get_recipe("rsb_a3")
 
 
 def test_recipes_are_frozen():
