@@ -1,11 +1,14 @@
 """Train a registered recipe (or a recipe file) through accelerate and compare it with the published number.
 
-accelerate launch harness/run.py --recipe rsb_a3
-python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
-python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
-python harness/run.py --list [--recipes-dir DIR]
-python harness/run.py --recipe output/train/RUN/args.yaml             # the settings of a timm train.py run
-python harness/run.py --recipe rsb_a3 --dump-recipe a3.yaml --format timm   # an args.yaml for train.py -c a3.yaml
+The console script `recipe-harness`, `python -m harness.run` and `python harness/run.py` are the same program.
+
+accelerate launch harness/run.py --recipe rsb_a3        # or: accelerate launch -m harness.run --recipe rsb_a3
+recipe-harness --recipe rsb_a3 --budget smoke           # same as a one-process launch
+recipe-harness --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
+recipe-harness --list [--recipes-dir DIR]
+recipe-harness --show rsb_a3
+recipe-harness --recipe output/train/RUN/args.yaml             # the settings of a timm train.py run
+recipe-harness --recipe rsb_a3 --dump-recipe a3.yaml --format timm   # an args.yaml for train.py -c a3.yaml
 """
 
 from __future__ import annotations
