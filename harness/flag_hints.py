@@ -4,7 +4,8 @@
 is answered with `lr`. A recipe field is set with `--set FIELD=VALUE`, and the field names are timm's flag names
 (`--weight-decay` is `weight_decay`), so most flags map by name; the tables hold the rest.
 
-unrecognized_hint(["--lr", "0.1"], parser_options)   # "--lr is a recipe field here: use --set lr=0.1"
+unrecognized_hint(["--lr", "0.1"])              # "--lr is a recipe field here: use --set lr=0.1"
+close_option(["--epoch", "5"], parser_options)   # "--epochs"
 """
 
 from __future__ import annotations
@@ -97,26 +98,35 @@ def set_key_hint(key: str) -> str:
     return f"did you mean {field}?" if field else did_you_mean(key, setting_fields())
 
 
-def unrecognized_hint(tokens: list[str], own_options: list[str]) -> str | None:
-    """One line for the first unrecognized flag the tables know (or close to one of ours), else None."""
+def unrecognized_hint(tokens: list[str]) -> str | None:
+    """One line for the first unrecognized flag the tables know, else None."""
     for i, token in enumerate(tokens):
         if not token.startswith("-"):
             continue
         flag, _, value = token.partition("=")
         if not value and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
             value = tokens[i + 1]
-        hint = _hint(flag, value, own_options)
+        hint = _hint(flag, value)
         if hint:
             return hint
     return None
 
 
-def _hint(flag: str, value: str, own_options: list[str]) -> str | None:
+def _hint(flag: str, value: str) -> str | None:
     if flag in FLAG_HINTS:
         return f"{flag}: {FLAG_HINTS[flag]}" if not FLAG_HINTS[flag].startswith(flag) else FLAG_HINTS[flag]
     field = recipe_field(flag) if flag.startswith("--") else None
     if field is not None:
         value = value or ("True" if field in _BOOLEAN_FIELDS else "VALUE")
         return f"{flag} is a recipe field here: use --set {field}={value}"
-    close = difflib.get_close_matches(flag, own_options, n=1)
-    return f"unrecognized argument {flag}; did you mean {close[0]}?" if close else None
+    return None
+
+
+def close_option(tokens: list[str], own_options: list[str]) -> str | None:
+    """The option of ours closest to the first unrecognized flag (`--epoch` -> `--epochs`), or None."""
+    for token in tokens:
+        if token.startswith("-"):
+            close = difflib.get_close_matches(token.partition("=")[0], own_options, n=1)
+            if close:
+                return close[0]
+    return None

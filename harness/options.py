@@ -34,12 +34,15 @@ class OneLineErrorParser(argparse.ArgumentParser):
             choices = match["choices"].replace("'", "")
             message = f"{message[: match.start()]}invalid choice {match['value']} (choose from {choices})"
         if self.hint_unrecognized and message.startswith(_UNRECOGNIZED):
-            from harness.flag_hints import unrecognized_hint
+            from harness.flag_hints import close_option, unrecognized_hint
 
-            options = [option for action in self._actions for option in action.option_strings]
-            hint = unrecognized_hint(message[len(_UNRECOGNIZED) :].split(), options)
+            tokens = message[len(_UNRECOGNIZED) :].split()
+            hint = unrecognized_hint(tokens)
             if hint:
                 raise SystemExit(f"error: {hint}")
+            close = close_option(tokens, [option for action in self._actions for option in action.option_strings])
+            if close:
+                raise SystemExit(f"error: {message}; did you mean {close}?")
         raise SystemExit(f"error: {message}; see --help")
 
 

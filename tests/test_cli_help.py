@@ -116,7 +116,7 @@ def test_dump_recipe_to_stdout_is_the_recipe_file_and_the_notices_go_to_stderr(c
             ["--recipe", "rsb_a3", "--set", "opt=adamw2"],
             "error: --set: opt='adamw2': not a timm optimizer; did you mean adamw, radamw or nadamw?",
         ),
-        (["--recipe", "rsb_a3", "--epoch", "5"], "error: unrecognized argument --epoch; did you mean --epochs?"),
+        (["--recipe", "rsb_a3", "--epoch", "5"], "error: unrecognized arguments: --epoch 5; did you mean --epochs?"),
     ],
 )
 def test_a_near_miss_is_answered_with_the_close_names(argv, message, capsys, tmp_path):
