@@ -45,8 +45,16 @@ def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path):
 
 def test_folder_without_the_expected_layout_is_refused(tmp_path):
     (tmp_path / "images" / "train").mkdir(parents=True)
-    result = run_cli("--recipe", "rsb_a3", "--dataset", "folder", "--data-dir", str(tmp_path / "images"),
-                     "--output", str(tmp_path / "runs"))
+    result = run_cli(
+        "--recipe",
+        "rsb_a3",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(tmp_path / "images"),
+        "--output",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
         f"lacks val/; expected {tmp_path}/images/train/CLASS/*.jpg and {tmp_path}/images/val/CLASS/*.jpg"
