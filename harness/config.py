@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from harness.build import scaled_lr
 from harness.data import DatasetInfo
+from harness.flag_hints import set_key_hint
 from recipes import NON_SETTING_FIELDS, Recipe, setting_fields
 from recipes._base import validation_message
 
@@ -114,7 +115,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         if key not in valid:
-            raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(sorted(valid))}")
+            hint = set_key_hint(key) or f"valid keys: {', '.join(sorted(valid))}"
+            raise ConfigError(f"unknown --set key {key!r}; {hint}")
         try:
             value = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError, MemoryError, RecursionError):

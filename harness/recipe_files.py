@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from harness.config import ConfigError
 from harness.timm_args import is_timm_args, recipe_from_timm_args
 from recipes import Recipe, get_recipe, list_recipes
-from recipes._base import validation_message
+from recipes._base import did_you_mean, validation_message
 
 SUFFIXES = (".yaml", ".yml", ".json")
 FILE_ONLY_KEYS = ("base",)
@@ -58,7 +58,7 @@ def resolve(name: str, batch_size: int | None = None) -> Resolved:
             recipe = get_recipe(name)
         except KeyError as e:
             raise ConfigError(e.args[0]) from None
-        return Resolved(recipe, recipe, name)
+        return Resolved(recipe, recipe, recipe.name)
     return _resolve_file(Path(name), seen=(), batch_size=batch_size)
 
 
@@ -98,10 +98,10 @@ def _resolve_base(base: Any, path: Path, seen: tuple[Path, ...], batch_size: int
         if not base_path.is_file():
             raise ConfigError(f"{path}: base {base} not found (looked for {base_path})")
         return _resolve_file(base_path, (*seen, path), batch_size)
-    if base not in list_recipes():
+    if base not in list_recipes() and base.replace("-", "_") not in list_recipes():
+        hint = did_you_mean(base, list_recipes()) or f"registered recipes: {', '.join(list_recipes())}"
         raise ConfigError(
-            f"{path}: base {base!r} is neither a registered recipe nor a file ending in {', '.join(SUFFIXES)}; "
-            f"registered recipes: {', '.join(list_recipes())}"
+            f"{path}: base {base!r} is neither a registered recipe nor a file ending in {', '.join(SUFFIXES)}; {hint}"
         )
     return resolve(base)
 

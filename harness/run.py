@@ -1,11 +1,14 @@
 """Train a registered recipe (or a recipe file) through accelerate and compare it with the published number.
 
-accelerate launch harness/run.py --recipe rsb_a3
-python harness/run.py --recipe rsb_a3 --budget smoke     # same as a one-process launch
-python harness/run.py --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
-python harness/run.py --list [--recipes-dir DIR]
-python harness/run.py --recipe output/train/RUN/args.yaml             # the settings of a timm train.py run
-python harness/run.py --recipe rsb_a3 --dump-recipe a3.yaml --format timm   # an args.yaml for train.py -c a3.yaml
+The console script `recipe-harness`, `python -m harness.run` and `python harness/run.py` are the same program.
+
+accelerate launch harness/run.py --recipe rsb_a3        # or: accelerate launch -m harness.run --recipe rsb_a3
+recipe-harness --recipe rsb_a3 --budget smoke           # same as a one-process launch
+recipe-harness --recipe recipes/examples/resnet18_rsb_a3.yaml --budget proxy --log-with tensorboard
+recipe-harness --list [--recipes-dir DIR]
+recipe-harness --show rsb_a3
+recipe-harness --recipe output/train/RUN/args.yaml             # the settings of a timm train.py run
+recipe-harness --recipe rsb_a3 --dump-recipe a3.yaml --format timm   # an args.yaml for train.py -c a3.yaml
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +41,7 @@ from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, catalog_name,
 from harness.data.decode import DECODE_ON, with_decode
 from harness.data.route import AUGMENT_ON, LOADERS, RouteError, choose_route
 from harness.options import OneLineErrorParser, describe_range, int_in_range
-from harness.recipe_files import SUFFIXES, recipe_mapping, recipe_yaml, resolve
+from harness.recipe_files import SUFFIXES, Resolved, recipe_mapping, recipe_yaml, resolve
 from harness.trackers import parse_log_with
 from recipes import Recipe, list_recipes
 
@@ -49,76 +53,126 @@ DEFAULT_WORKERS = max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
 # Options that describe this invocation, not the run.
-RUN_ONLY_OPTIONS = ("resume", "force", "list", "seeds", "dump_recipe", "format", "processes", "recipes_dir", "schema")
+RUN_ONLY_OPTIONS = (
+    "resume",
+    "force",
+    "list",
+    "show",
+    "seeds",
+    "dump_recipe",
+    "format",
+    "processes",
+    "recipes_dir",
+    "schema",
+)
 DUMP_FORMATS = ("harness", "timm")
 SEED_MAX = 2**32 - 1  # numpy's seed range
+# An error that quotes a batch or an epoch count of a plan on the stand-in says whose numbers they are.
+QUOTES_BATCH_OR_EPOCHS = re.compile(r"batch|epoch")
+
+
+PROG = "recipe-harness"
+EPILOG = """examples:
+  recipe-harness --recipe rsb_a3                        the demo: digits stand in for ImageNet, proxy budget
+  accelerate launch -m harness.run --recipe rsb_a3 --data-dir /data/imagenet          as published, on every GPU
+  recipe-harness --recipe rsb_a3 --budget proxy --data-dir /data/imagenet --set lr=0.01 --log-with tensorboard
+  recipe-harness --recipe rsb_a3 --data-dir /data/imagenet --estimate        time a few updates, project the run
+  recipe-harness --recipe rsb_a3 --eval-only --set pretrained=True --data-dir /data/imagenet
+  recipe-harness --recipe rsb_a3 --dump-recipe a3.yaml --format timm          an args.yaml for timm's train.py -c
+  recipe-harness --recipe output/train/RUN/args.yaml                         the settings of a timm train.py run
+  recipe-harness --resume runs/RUN_DIR                                   continue a run from its last checkpoint
+  recipe-harness --list                   recipe-harness --show rsb_a3
+
+timm's flags are recipe fields here: --set lr=0.1 for --lr, --set model=resnet18 for --model, --set amp=True for
+--amp. --batch-size is the global batch (timm's -b is per process); --micro-batch is a size (timm's
+--grad-accum-steps is a count); --resume takes a run directory (timm's takes a checkpoint file).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(description="Train a published recipe and compare with the reported number.")
-    p.add_argument("--recipe", help=f"registered recipe name (see --list) or a recipe file ({', '.join(SUFFIXES)})")
-    p.add_argument("--list", action="store_true", help="list the recipes with their reported numbers")
-    p.add_argument("--recipes-dir", type=Path, help="with --list: also list the recipe files in this folder")
-    p.add_argument("--dump-recipe", type=Path, metavar="FILE.yaml", help="write the resolved recipe here and exit")
-    p.add_argument(
-        "--format",
-        choices=DUMP_FORMATS,
-        default="harness",
-        help="with --dump-recipe: a recipe file (harness, default) or an args.yaml for timm's train.py -c (timm)",
+    p = OneLineErrorParser(
+        prog=PROG,
+        description="Train a published image-classification recipe with timm and accelerate, and compare the result\n"
+        "with the reported number. Without data options, --recipe runs a short demo on a bundled stand-in dataset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        hint_unrecognized=True,
     )
-    p.add_argument(
-        "--processes",
+    _recipe_options(p.add_argument_group("recipe"))
+    _data_options(p.add_argument_group("data"))
+    _weights_options(p.add_argument_group("weights"))
+    _checkpoint_options(p.add_argument_group("checkpoints and resume"))
+    _logging_options(p.add_argument_group("logging and output"))
+    _speed_options(p.add_argument_group("speed and reproducibility"))
+    _inspect_options(p.add_argument_group("inspect and exit (nothing is trained)"))
+    return p
+
+
+def _recipe_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--recipe",
+        metavar="NAME|FILE",
+        help=f"a registered recipe (see --list; rsb-a3 is rsb_a3), a recipe file ({', '.join(SUFFIXES)}) or the "
+        "args.yaml of a timm train.py run",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field (repeatable); fields are timm's flag names: --set lr=0.1 --set opt=adamw",
+    )
+    g.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        help="full: as published, on the recipe's data (default); proxy: a short schedule at a small size; smoke: a "
+        "few updates, for CI",
+    )
+    g.add_argument("--epochs", type=int_in_range(1), help="override the number of epochs (as --set epochs=N)")
+    g.add_argument(
+        "--batch-size",
         type=int_in_range(1),
-        help="with --format timm: the processes train.py is to run on (batch_size per process = global / N; "
-        "default: this launch's)",
+        metavar="N",
+        help="override the GLOBAL batch (all processes together, split across them), unlike timm's per-process -b; "
+        "the LR follows the recipe's scaling rule",
     )
-    p.add_argument("--schema", action="store_true", help="print the JSON Schema of a recipe (file) and exit")
-    p.add_argument("--log-with", metavar="TRACKERS", help="tensorboard, wandb, mlflow, ... (comma-separated) or all")
-    p.add_argument("--project", help="tracker project name (default recipe-harness)")
-    p.add_argument(
+    g.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0, help="seed of the run's randomness (default 0)")
+    g.add_argument("--seeds", metavar="S,S,...", help="run once per seed (e.g. 0,1,2), one run directory each")
+
+
+def _data_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
         "--dataset",
         help=f"train on this dataset instead of the recipe's: {', '.join(DATASETS)}, or hfds/ORG/NAME (a hub dataset "
-        "in the local Hugging Face cache)",
+        "in the local Hugging Face cache); refused if it is not there",
     )
-    p.add_argument("--data-dir", type=Path, help="where the dataset lives")
-    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    p.add_argument("--budget", choices=BUDGETS, help="full: as published (default); proxy: short; smoke: CI")
-    p.add_argument("--epochs", type=int_in_range(1), help="override the number of epochs")
-    p.add_argument("--batch-size", type=int_in_range(1), help="override the global batch size (split across processes)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0)
-    p.add_argument("--seeds", metavar="S,S,...", help="run once per seed (e.g. 0,1,2), one run directory each")
-    p.add_argument("--output", type=Path, default=Path("runs"), help="directory for run records (runs/)")
-    p.add_argument("--threads", type=int_in_range(1), help="CPU threads per process (default: cores / local processes)")
-    p.add_argument("--save-every", type=int_in_range(0), default=0, metavar="N", help="also checkpoint every N updates")
-    p.add_argument("--keep", type=int_in_range(1), default=2, metavar="K", help="checkpoints to keep (default 2)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its last checkpoint")
-    p.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe or seed")
-    p.add_argument("--pretrained-file", type=Path, help="start from these weights (safetensors or weights-only)")
-    p.add_argument("--save-weights", type=Path, help="write the final weights here as safetensors")
-    p.add_argument(
-        "--eval-only",
-        action="store_true",
-        help="evaluate the weights of --pretrained-file (or the hub's, with --set pretrained=True) with the recipe's "
-        "evaluation settings instead of training",
+    g.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="where the dataset lives (as timm's --data-dir); refused if absent"
     )
-    p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms")
-    p.add_argument("--workers", type=int_in_range(0), default=DEFAULT_WORKERS, help="DataLoader worker processes")
-    p.add_argument(
+    g.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-dir")
+    g.add_argument(
+        "--workers",
+        type=int_in_range(0),
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help="DataLoader worker processes per process (default: the machine's cores less two, at most 8)",
+    )
+    g.add_argument(
         "--loader",
         choices=LOADERS,
         default="auto",
         help="memory: whole split on the device, augmented per batch there; workers: per-image transforms in "
         "DataLoader workers; auto (default): memory wherever the dataset and the recipe's augmentations allow",
     )
-    p.add_argument(
+    g.add_argument(
         "--augment-on",
         choices=AUGMENT_ON,
         default="auto",
         help="where the recipe's RandAugment/AutoAugment/AugMix policy runs: device (batched, per sample) or "
         "workers (per image, in PIL); auto (default): the device wherever it has the policy",
     )
-    p.add_argument(
+    g.add_argument(
         "--decode-on",
         choices=DECODE_ON,
         default="auto",
@@ -126,28 +180,110 @@ def build_parser() -> argparse.ArgumentParser:
         "crops; one batched decode_jpeg per batch, nvJPEG on a GPU) or workers (PIL); auto (default): the device "
         "where CUDA and torchvision's nvJPEG are there",
     )
-    p.add_argument(
+
+
+def _weights_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--pretrained-file",
+        type=Path,
+        metavar="FILE",
+        help="start from these weights (safetensors or weights-only; timm's --initial-checkpoint); for timm's hub "
+        "weights use --set pretrained=True",
+    )
+    g.add_argument("--save-weights", type=Path, metavar="FILE", help="write the final weights here as safetensors")
+    g.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate the weights of --pretrained-file (or the hub's, with --set pretrained=True) with the recipe's "
+        "evaluation settings instead of training (torchvision's --test-only)",
+    )
+
+
+def _checkpoint_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue this run directory from its last checkpoint, with the options it started with (timm's "
+        "--resume takes a checkpoint file)",
+    )
+    g.add_argument("--force", action="store_true", help="with --resume: accept a changed recipe or seed")
+    g.add_argument(
+        "--save-every",
+        type=int_in_range(0),
+        default=0,
+        metavar="N",
+        help="also checkpoint every N updates (default 0: at each epoch's end only)",
+    )
+    g.add_argument("--keep", type=int_in_range(1), default=2, metavar="K", help="checkpoints to keep (default 2)")
+
+
+def _logging_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--output", type=Path, default=Path("runs"), metavar="DIR", help="where run directories go (default runs/)"
+    )
+    g.add_argument(
+        "--log-with",
+        metavar="TRACKERS",
+        help="experiment trackers accelerate knows: tensorboard, wandb, mlflow, ... (comma-separated) or all",
+    )
+    g.add_argument("--project", help="tracker project name (default recipe-harness)")
+    g.add_argument(
+        "--log-every", type=int_in_range(1), default=50, metavar="N", help="read loss and accuracy every N updates"
+    )
+
+
+def _speed_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--micro-batch",
+        type=int_in_range(1),
+        metavar="N",
+        help="images per process in one forward/backward, a size (timm's --grad-accum-steps is a count); updates "
+        "accumulate global / (N x processes) of them (default: the largest that fits on a GPU, the whole per-process "
+        "batch on CPU)",
+    )
+    g.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="torch.compile the model (recorded in the run record); --no-compile resumes a compiled run without",
     )
-    p.add_argument(
-        "--micro-batch",
+    g.add_argument("--threads", type=int_in_range(1), help="CPU threads per process (default: cores / local processes)")
+    g.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower)")
+
+
+def _inspect_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--list", action="store_true", help="list the recipes with their reported numbers")
+    g.add_argument("--recipes-dir", type=Path, metavar="DIR", help="with --list: also list the recipe files in DIR")
+    g.add_argument(
+        "--show",
+        metavar="NAME|FILE",
+        help="print a published recipe: its reported numbers and source, notes, UNVERIFIED settings and fields",
+    )
+    g.add_argument("--schema", action="store_true", help="print the JSON Schema of a recipe (file)")
+    g.add_argument(
+        "--dump-recipe",
+        type=Path,
+        metavar="FILE.yaml",
+        help="write the resolved recipe (after the budget, --set and the data) here, or to stdout with -",
+    )
+    g.add_argument(
+        "--format",
+        choices=DUMP_FORMATS,
+        default="harness",
+        help="with --dump-recipe: a recipe file (harness, default) or an args.yaml for timm's train.py -c (timm)",
+    )
+    g.add_argument(
+        "--processes",
         type=int_in_range(1),
-        metavar="N",
-        help="images per process in one forward/backward; updates accumulate global / (N x processes) of them "
-        "(default: the largest that fits on a GPU, the whole per-process batch on CPU)",
+        help="with --format timm: the processes train.py is to run on (batch_size per process = global / N; "
+        "default: this launch's)",
     )
-    p.add_argument(
-        "--log-every", type=int_in_range(1), default=50, metavar="N", help="read loss and accuracy every N updates"
-    )
-    p.add_argument(
+    g.add_argument(
         "--estimate",
         action="store_true",
         help="time a few updates and an evaluation slice and project the schedule (estimate.json); trains nothing",
     )
-    return p
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -193,6 +329,7 @@ class Plan:
     synthetic_data: bool = False  # --estimate without the dataset: timed on random images of its shape
     given: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> the option that set it (--epochs)
     source: str | None = None  # the name the data is read under, where it differs from `dataset` (a hub repository)
+    stand_in: str | None = None  # for the bare demo on the stand-in: what an error quoting its batch must add
 
 
 def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str]) -> tuple[str, str]:
@@ -203,15 +340,23 @@ def _fallback(dataset: str, budget: str, missing: DataError, notices: list[str])
     return budget, stand_in
 
 
-def plan_run(args: argparse.Namespace) -> Plan:
-    if not args.recipe:
-        raise ConfigError("--recipe is required; valid recipes: " + ", ".join(list_recipes()))
-    resolved = resolve(args.recipe, batch_size=settled_batch(args.set))
-    published, start = resolved.published, resolved.recipe
-    log_with = parse_log_with(args.log_with)
+@dataclasses.dataclass(frozen=True)
+class DataChoice:
+    """The data a run reads: the recipe's (or --dataset's), synthetic images for an estimate without it, or the
+    bundled stand-in for the bare demo (`--recipe X` with no data options)."""
+
+    dataset: str
+    source: str  # the name the data is read under (a hub repository), else the dataset
+    budget: str
+    synthetic: bool = False
+    stand_in_for: str | None = None  # the dataset the stand-in replaces
+
+
+def choose_data(args: argparse.Namespace, recipe: Recipe, notices: list[str]) -> DataChoice:
+    """Check the data is there. Data the user named (--dataset, --data-dir) or the full budget asked for is never
+    replaced: DataError saying where it looked. Only the bare demo falls back to the stand-in, with a notice."""
     budget = args.budget or "full"
-    notices, synthetic = list(resolved.notices), False
-    source = args.dataset or start.dataset
+    source = args.dataset or recipe.dataset
     dataset = catalog_name(source)  # a hub repository of ImageNet-1k is imagenet
     dataset_info(dataset)
     try:
@@ -219,17 +364,52 @@ def plan_run(args: argparse.Namespace) -> Plan:
     except DataError as missing:
         if args.estimate:  # timed on random images of the dataset's shape instead
             notices.append(f"{dataset} not available ({missing}); estimating on synthetic data of its shape and size")
-            synthetic = True
-        elif args.dataset:
+            return DataChoice(dataset, source, budget, synthetic=True)
+        if args.dataset or args.data_dir is not None:
             raise
-        else:
-            budget, dataset = _fallback(dataset, budget, missing, notices)
-            source = dataset
-    if dataset == MNIST_STAND_IN:
+        if args.budget == "full":
+            raise DataError(
+                f"{missing} (--budget full trains on the recipe's own data; without --budget, --recipe alone runs "
+                f"the demo on the bundled stand-in)"
+            ) from None
+        budget, stand_in = _fallback(dataset, budget, missing, notices)
+        return DataChoice(stand_in, stand_in, budget, stand_in_for=dataset)
+    return DataChoice(dataset, source, budget)
+
+
+def stand_in_context(published: Recipe, data: DataChoice) -> str:
+    """What an error about a stand-in plan's batch or epochs must add: whose numbers they are."""
+    return (
+        f"(this plan runs on the {data.dataset} stand-in at the {data.budget} budget, as {data.stand_in_for} is not "
+        f"available; {published.name} as published trains {published.epochs} epochs at global batch "
+        f"{published.batch_size})"
+    )
+
+
+def plan_run(args: argparse.Namespace) -> Plan:
+    if not args.recipe:
+        raise ConfigError("--recipe is required; valid recipes: " + ", ".join(list_recipes()))
+    resolved = resolve(args.recipe, batch_size=settled_batch(args.set))
+    log_with = parse_log_with(args.log_with)
+    notices = list(resolved.notices)
+    data = choose_data(args, resolved.recipe, notices)
+    if data.dataset == MNIST_STAND_IN:
         notices.append(MNIST_5K_PROVENANCE)
-    info = dataset_info(dataset)
-    recipe = adapt_to_dataset(replace(start, "--dataset", dataset=dataset), info)
-    recipe = apply_budget(recipe, budget, info)
+    try:
+        return _plan_recipe(args, resolved, data, notices, log_with)
+    except ConfigError as e:
+        if data.stand_in_for is None or not QUOTES_BATCH_OR_EPOCHS.search(str(e)):
+            raise
+        raise ConfigError(f"{e} {stand_in_context(resolved.published, data)}") from None
+
+
+def _plan_recipe(
+    args: argparse.Namespace, resolved: Resolved, data: DataChoice, notices: list[str], log_with: list[str]
+) -> Plan:
+    published, start = resolved.published, resolved.recipe
+    info = dataset_info(data.dataset)
+    recipe = adapt_to_dataset(replace(start, "--dataset", dataset=data.dataset), info)
+    recipe = apply_budget(recipe, data.budget, info)
     overrides, given = command_line_overrides(args)
     overrides, warmup_notice = shorten_warmup(recipe, overrides, given)
     notices += [warmup_notice] if warmup_notice else []
@@ -237,8 +417,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     recipe, size_notice = follow_test_size(published, recipe, overrides)
     notices += [size_notice] if size_notice else []
     try:
-        route = choose_route(args.loader, args.augment_on, recipe, dataset, int(os.environ.get("WORLD_SIZE", "1")))
-        with_decode(route, args.decode_on, recipe, None if synthetic else source)
+        route = choose_route(args.loader, args.augment_on, recipe, data.dataset, int(os.environ.get("WORLD_SIZE", "1")))
+        with_decode(route, args.decode_on, recipe, None if data.synthetic else data.source)
     except RouteError as e:
         raise ConfigError(str(e)) from None
     if args.pretrained_file is not None and not args.pretrained_file.is_file():
@@ -260,16 +440,17 @@ def plan_run(args: argparse.Namespace) -> Plan:
         published,
         recipe,
         resolved.published_source,
-        dataset,
-        budget,
+        data.dataset,
+        data.budget,
         notices,
         lr_rescale,
         saved_args,
         args.resume,
         log_with,
-        synthetic,
+        data.synthetic,
         given,
-        source if source != dataset else None,
+        data.source if data.source != data.dataset else None,
+        stand_in_context(published, data) if data.stand_in_for else None,
     )
 
 
@@ -329,6 +510,8 @@ def parse_seeds(text: str | None, seed: int, resuming: bool) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (console script `recipe-harness`, `python -m harness.run`, `harness/run.py`): the exit
+    status, 2 for bad input (one line on stderr)."""
     try:
         args = parse_args(argv)
     except SystemExit as e:
@@ -336,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             print(e.code, file=sys.stderr)
             return 2
         raise
-    if args.list or args.schema:
+    if args.list or args.schema or args.show:
         return _describe(args)
     try:
         check_dump_options(args)
@@ -344,16 +527,18 @@ def main(argv: list[str] | None = None) -> int:
         runs = [argparse.Namespace(**{**vars(args), "seed": seed}) for seed in seeds]
         plans = [plan_run(run) for run in runs]
         budget_limits(plans[0].budget)
+        if args.dump_recipe is not None:
+            return _dump(plans[0], args)
         from harness.results import check_writable
 
-        if args.dump_recipe is not None and args.format == "timm":
-            return dump_timm_args(plans[0], args)
-        if args.dump_recipe is not None:
-            return dump_recipe(plans[0], args.dump_recipe)
         check_writable(args.output)
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return _run_all(plans, runs, args)
+
+
+def _run_all(plans: list[Plan], runs: list[argparse.Namespace], args: argparse.Namespace) -> int:
     from harness.evaluate_only import evaluate_weights
     from harness.train import RUN_ERRORS, train
 
@@ -366,26 +551,43 @@ def main(argv: list[str] | None = None) -> int:
         try:
             status = evaluate_weights(plan, run) if args.eval_only else train(plan, run)
         except RUN_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
+            context = f" {plan.stand_in}" if plan.stand_in and QUOTES_BATCH_OR_EPOCHS.search(str(e)) else ""
+            print(f"error: {e}{context}", file=sys.stderr)
             return 2
         if status:
             return status
-    if len(seeds) > 1:
-        print(f"{len(seeds)} runs written; mean and spread over the seeds: python -m harness.report {args.output}")
+    if len(runs) > 1:
+        print(f"{len(runs)} runs written; mean and spread over the seeds: python -m harness.report {args.output}")
     return 0
 
 
+def _dump(plan: Plan, args: argparse.Namespace) -> int:
+    """--dump-recipe: the planned recipe as a recipe file or a timm args.yaml (an error about a stand-in plan's
+    batch says whose batch it is)."""
+    try:
+        if args.format == "timm":
+            return dump_timm_args(plan, args)
+        return dump_recipe(plan, args.dump_recipe)
+    except ConfigError as e:
+        if plan.stand_in is None or not QUOTES_BATCH_OR_EPOCHS.search(str(e)):
+            raise
+        raise ConfigError(f"{e} {plan.stand_in}") from None
+
+
 def _describe(args: argparse.Namespace) -> int:
-    """--list (with --recipes-dir) or --schema: print and exit."""
+    """--list (with --recipes-dir), --show or --schema: print and exit."""
     if args.schema:
         from recipes._base import recipe_schema
 
         print(json.dumps(recipe_schema(), indent=2))
         return 0
-    from harness.listing import print_recipes
+    from harness.listing import print_recipes, show_recipe
     from harness.recipe_files import recipe_files
 
     try:
+        if args.show:
+            print(show_recipe(resolve(args.show)), end="")
+            return 0
         files = recipe_files(args.recipes_dir) if args.recipes_dir is not None else []
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -394,31 +596,44 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notes(notices: list[str], stream=None) -> None:
+    for notice in notices:
+        print(f"note: {notice}", file=stream or sys.stdout)
+
+
 def dump_recipe(plan: Plan, path: Path) -> int:
-    """Write the planned recipe as a file that re-runs it as it is (a variant of the published recipe)."""
+    """Write the planned recipe as a file that re-runs it as it is (a variant of the published recipe); `-`
+    prints it (the notices then go to stderr, so stdout stays a recipe file)."""
     from harness.results import atomic_write_text
 
-    if path.suffix not in SUFFIXES:
-        raise ConfigError(f"--dump-recipe {path} must end in {', '.join(SUFFIXES)}")
+    to_stdout = str(path) == "-"
+    if not to_stdout and path.suffix not in SUFFIXES:
+        raise ConfigError(f"--dump-recipe {path} must end in {', '.join(SUFFIXES)} (or be - for stdout)")
     if path.suffix == ".json":
         text = json.dumps(recipe_mapping(plan.recipe, plan.published_source), indent=2) + "\n"
     else:
         text = recipe_yaml(plan.recipe, plan.published_source)
+    if to_stdout:
+        print(text, end="")
+        _notes(plan.notices, sys.stderr)
+        return 0
     atomic_write_text(path, text)
     print(f"wrote {path}")
+    _notes(plan.notices)
     return 0
 
 
 def dump_timm_args(plan: Plan, args: argparse.Namespace) -> int:
     """Write the planned recipe as the args.yaml timm's train.py trains it from (`train.py -c FILE`), and print
-    what train.py will not do the same and the command line."""
+    what train.py will not do the same and the command line; `-` prints the YAML (the rest goes to stderr)."""
     import yaml
 
     from harness.results import atomic_write_text
     from harness.timm_args import export_notices, timm_args_from_recipe, train_py_command
 
     path = args.dump_recipe
-    if path.suffix not in (".yaml", ".yml"):
+    to_stdout = str(path) == "-"
+    if not to_stdout and path.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"--dump-recipe {path} --format timm must end in .yaml or .yml (train.py -c reads YAML)")
     processes = args.processes or int(os.environ.get("WORLD_SIZE", "1"))
     per_process, left = divmod(plan.recipe.batch_size, processes)
@@ -428,14 +643,21 @@ def dump_timm_args(plan: Plan, args: argparse.Namespace) -> int:
         raise ConfigError(f"--micro-batch {args.micro_batch} does not divide the per-process batch {per_process}")
     accumulation = per_process // args.micro_batch if args.micro_batch else 1
     timm_args = timm_args_from_recipe(plan.recipe, processes, accumulation, folder_classes(plan.dataset, args.data_dir))
-    atomic_write_text(path, yaml.safe_dump(timm_args, default_flow_style=False))
-    print(f"wrote {path} (timm train.py settings)")
+    text = yaml.safe_dump(timm_args, default_flow_style=False)
+    stream = sys.stderr if to_stdout else sys.stdout
+    if to_stdout:
+        print(text, end="")
+    else:
+        atomic_write_text(path, text)
+        print(f"wrote {path} (timm train.py settings)")
     caps = budget_limits(plan.budget)
     if caps.max_train_samples is not None:
-        print(f"note: the {plan.budget} budget's cap of {caps.max_train_samples} training images has no train.py flag")
-    for notice in [*plan.notices, *export_notices(plan.recipe, timm_args)]:
-        print(f"note: {notice}")
-    print(f"train it with timm's train.py: {train_py_command(path, processes, args.data_dir)}")
+        print(
+            f"note: the {plan.budget} budget's cap of {caps.max_train_samples} training images has no train.py flag",
+            file=stream,
+        )
+    _notes([*plan.notices, *export_notices(plan.recipe, timm_args)], stream)
+    print(f"train it with timm's train.py: {train_py_command(path, processes, args.data_dir)}", file=stream)
     return 0
 
 

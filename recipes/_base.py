@@ -12,7 +12,9 @@ only where a constraint needs it (a known model or optimizer, an augmentation st
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -164,7 +166,8 @@ class Recipe:
         import harness.models  # noqa: F401  (registers the project's own architectures with timm)
 
         if not timm.is_model(model):
-            raise ValueError("not a timm model; see timm.list_models() for valid names")
+            hint = did_you_mean(model, timm.list_models())
+            raise ValueError(f"not a timm model; {hint + ' ' if hint else ''}see timm.list_models() for valid names")
         return model
 
     @field_validator("opt")
@@ -173,7 +176,9 @@ class Recipe:
         from timm.optim import list_optimizers
 
         if opt.lower() not in list_optimizers():
-            raise ValueError(f"not a timm optimizer; valid: {', '.join(list_optimizers())}")
+            valid = list_optimizers()
+            hint = did_you_mean(opt.lower(), valid)
+            raise ValueError(f"not a timm optimizer; {hint or 'valid: ' + ', '.join(valid)}")
         return opt
 
     @field_validator("aa")
@@ -295,10 +300,27 @@ def list_recipes() -> list[str]:
 
 
 def get_recipe(name: str) -> Recipe:
+    """The registered recipe `name` (`rsb-a3` is taken as `rsb_a3`); KeyError naming the closest names."""
     _load_all()
+    if name not in _REGISTRY and name.replace("-", "_") in _REGISTRY:
+        name = name.replace("-", "_")
     if name not in _REGISTRY:
-        raise KeyError(f"unknown recipe {name!r}; valid recipes: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(unknown_name("recipe", name, sorted(_REGISTRY)))
     return _REGISTRY[name]
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """`did you mean X?` for the closest of `valid` (difflib's close matches, up to three), or "" when none is."""
+    matches = difflib.get_close_matches(name, list(valid), n=3)
+    if not matches:
+        return ""
+    return f"did you mean {matches[0] if len(matches) == 1 else ', '.join(matches[:-1]) + ' or ' + matches[-1]}?"
+
+
+def unknown_name(kind: str, name: str, valid: list[str], plural: str = "") -> str:
+    """One line for a name not among `valid`: the close matches, or all of them when none is close."""
+    hint = did_you_mean(name, valid)
+    return f"unknown {kind} {name!r}; " + (hint or f"valid {plural or kind + 's'}: {', '.join(valid)}")
 
 
 def setting_fields() -> list[str]:

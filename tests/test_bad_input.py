@@ -7,14 +7,19 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 CASES = {
-    "unknown recipe": (["--recipe", "rsb_a4"], "unknown recipe 'rsb_a4'; valid recipes: baseline"),
+    "unknown recipe": (["--recipe", "rsb_a4"], "unknown recipe 'rsb_a4'; did you mean rsb_a3, rsb_a2 or rsb_a1?"),
+    "unknown recipe, nothing close": (["--recipe", "vit_b16"], "unknown recipe 'vit_b16'; valid recipes: baseline"),
     "no recipe": ([], "--recipe is required; valid recipes: baseline"),
     "unknown budget": (
         ["--recipe", "rsb_a3", "--budget", "huge"],
         "error: argument --budget: invalid choice 'huge' (choose from full, proxy, smoke); see --help",
     ),
     "unknown dataset": (["--recipe", "rsb_a3", "--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: digits"),
-    "unknown --set key": (["--recipe", "rsb_a3", "--set", "lrr=0.1"], "unknown --set key 'lrr'; valid keys:"),
+    "unknown --set key": (["--recipe", "rsb_a3", "--set", "lrr=0.1"], "unknown --set key 'lrr'; did you mean lr?"),
+    "unknown --set key, nothing close": (
+        ["--recipe", "rsb_a3", "--set", "zzz=0.1"],
+        "unknown --set key 'zzz'; valid keys: aa, amp",
+    ),
     "ill-typed --set": (["--recipe", "rsb_a3", "--set", "epochs=ten"], "epochs='ten': input should be a valid integer"),
     "missing data dir": (
         ["--recipe", "rsb_a3", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent/fmnist"],

@@ -301,6 +301,15 @@ def test_markdown_out_and_readme_link_plots_from_where_they_are_written(tmp_path
     assert "![curves](rsb_a3-digits-proxy-seed0/curves.png)" in detail and "\n| recipe " in detail
 
 
+def test_out_writes_the_chart_beside_its_file_not_into_the_runs_folder(tmp_path, capsys):
+    runs = write_runs(tmp_path / "benchmarks", [record("rsb_a3", 90.0)])
+    out = tmp_path / "reports" / "report.md"
+    assert main([str(runs), "--out", str(out)]) == 0
+    assert (out.parent / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert not (runs / "comparison.png").exists()
+    assert f"chart: {out.parent / 'comparison.png'}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

@@ -47,7 +47,7 @@ def plan_runs(runs: list[RunSpec], root: Path, processes: int, estimate: bool = 
                 budget_limits(plan.budget)
             except SystemExit as e:  # the harness's one-line usage errors
                 reason = str(e.code).removeprefix("error: ").removesuffix("; see --help")
-                raise ConfigError(f"run {run.id}: {reason} (see python harness/run.py --help)") from None
+                raise ConfigError(f"run {run.id}: {reason} (see recipe-harness --help)") from None
             except (ConfigError, DataError, OSError) as e:
                 raise ConfigError(f"run {run.id}: {e}") from None
             plans.append(plan)

@@ -1,4 +1,6 @@
-"""`python -m harness.campaign FILE.yaml`: run a campaign's grid, resume what is unfinished, report on it.
+"""Run a campaign's grid of runs, resume what is unfinished, report on it.
+
+`recipe-harness-campaign FILE.yaml`, or `python -m harness.campaign FILE.yaml`:
 
     python -m harness.campaign campaigns/rsb_ladder.yaml --plan          # every run, device-hours, wall time
     python -m harness.campaign campaigns/rsb_ladder.yaml                 # run (again: resume, skip what is done)
@@ -26,7 +28,7 @@ EXIT_FAILED, EXIT_REFUSED, EXIT_STOPPED = 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="python -m harness.campaign", description=__doc__.splitlines()[0])
+    p = OneLineErrorParser(prog="recipe-harness-campaign", description=__doc__.splitlines()[0])
     p.add_argument("file", type=Path, help="the campaign file (YAML)")
     p.add_argument("--plan", action="store_true", help="list every run with its estimated time; train nothing")
     p.add_argument("--report", action="store_true", help="write the report over the finished runs and exit")

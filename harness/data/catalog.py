@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipes._base import unknown_name
+
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recipe-harness"
 
 
@@ -95,6 +97,5 @@ def dataset_info(name: str) -> DatasetInfo:
     if hub_repo(name) is not None:
         return dataclasses.replace(DATASETS["hfds"], name=name)
     if name not in DATASETS:
-        valid = ", ".join([*DATASETS, "hfds/ORG/NAME"])
-        raise DataError(f"unknown dataset {name!r}; valid datasets: {valid}")
+        raise DataError(unknown_name("dataset", name, [*DATASETS, "hfds/ORG/NAME"]))
     return DATASETS[name]

@@ -1,11 +1,14 @@
-"""`python -m harness.report RUNS_DIR`: the comparison of every run record in a folder, printed and written.
+"""The comparison of every run record in a folder, printed and written (`python -m harness.report RUNS_DIR`).
 
-Usage: python -m harness.report RUNS_DIR [--out FILE] [--format md|csv|json] [--readme README.md [--detail FILE]]
-       [--chart FILE]
+Usage: recipe-harness-report RUNS_DIR [--out FILE] [--format md|csv|json] [--readme README.md [--detail FILE]]
+       [--chart FILE]                                     (or python -m harness.report ...)
 
-The chart goes to RUNS_DIR/comparison.png (or --chart FILE). With --readme, the Markdown between the README's
-results markers becomes the chart, the comparison table and its sources, and a link to the full report (the
-differences, the ladder and per-recipe detail), written to RUNS_DIR/README.md (or --detail FILE).
+The chart (comparison.png) goes beside the page that shows it: beside the full report with --readme (RUNS_DIR by
+default), beside FILE with --out, else into RUNS_DIR; --chart FILE puts it elsewhere.
+
+With --readme, the Markdown between the README's results markers becomes the chart, the comparison table and its
+sources, and a link to the full report (the differences, the ladder and per-recipe detail), written to
+RUNS_DIR/README.md (or --detail FILE).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.options import OneLineErrorParser
 from harness.plots import COMPARISON
 from harness.report.chart import write_chart
 from harness.report.console import rich_table, wide_console
@@ -24,6 +28,7 @@ from harness.report.markdown import render_markdown, render_summary
 from harness.report.records import load_records
 from harness.results import atomic_write_text
 
+PROG = "recipe-harness-report"
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 DETAIL_NAME = "README.md"
 DETAIL_TITLE = "# Results: measured vs reported, run by run"
@@ -57,9 +62,11 @@ def _load(runs_dir: Path) -> list[dict]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path, help="directory holding run directories (summary.json)")
-    parser.add_argument("--out", type=Path, help="write the report (in --format) here as well")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="write the report (in --format) here as well, and the chart beside it"
+    )
     parser.add_argument(
         "--format",
         choices=["md", "csv", "json"],
@@ -76,9 +83,25 @@ def _parser() -> argparse.ArgumentParser:
         "--detail", type=Path, help=f"with --readme: where the full report goes (default RUNS_DIR/{DETAIL_NAME})"
     )
     parser.add_argument(
-        "--chart", type=Path, help=f"where to write the comparison chart (default RUNS_DIR/{COMPARISON})"
+        "--chart",
+        type=Path,
+        metavar="FILE",
+        help=f"where to write the comparison chart (default {COMPARISON} beside the --readme detail page, else "
+        "beside --out FILE, else in RUNS_DIR)",
     )
     return parser
+
+
+def chart_path(args: argparse.Namespace) -> Path:
+    """Beside the page that shows the chart: the --readme detail page (which the README's link follows), else
+    --out FILE; only a bare report writes it into the folder of records it reads."""
+    if args.chart is not None:
+        return args.chart
+    if args.readme:
+        return (args.detail or args.runs_dir / DETAIL_NAME).parent / COMPARISON
+    if args.out is not None:
+        return args.out.parent / COMPARISON
+    return args.runs_dir / COMPARISON
 
 
 def readme_pages(records: list[dict], runs_dir: Path, readme: Path, detail: Path, chart: Path) -> tuple[str, str]:
@@ -100,7 +123,7 @@ def readme_pages(records: list[dict], runs_dir: Path, readme: Path, detail: Path
 
 def _run(args: argparse.Namespace) -> None:
     records = _load(args.runs_dir)
-    chart = args.chart or args.runs_dir / COMPARISON
+    chart = chart_path(args)
     pages = {}
     if args.readme:
         detail = args.detail or args.runs_dir / DETAIL_NAME
@@ -127,7 +150,13 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # a usage error: one line, exit 2
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
     try:
         _run(args)
     except InputError as e:
