@@ -38,8 +38,10 @@ def test_overrides_are_type_checked_against_the_field():
 
 
 def test_unknown_or_malformed_keys_are_rejected_with_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown --set key 'lrr'; valid keys: .*\blr\b"):
+    with pytest.raises(ConfigError, match=r"unknown --set key 'lrr'; did you mean lr\b"):
         parse_overrides(["lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown --set key 'zzz'; valid keys: .*\blr\b"):
+        parse_overrides(["zzz=0.1"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["lr"])
     with pytest.raises(ConfigError, match="unknown --set key 'name'"):
@@ -50,8 +52,10 @@ def test_bad_values_name_the_supported_ones():
     recipe = get_recipe("baseline")
     with pytest.raises(ConfigError, match="sched='linear': input should be 'cosine', 'step'"):
         apply_overrides(recipe, {"sched": "linear"})
-    with pytest.raises(ConfigError, match="opt='lambada': not a timm optimizer; valid: .*lamb"):
+    with pytest.raises(ConfigError, match="opt='lambada': not a timm optimizer; did you mean .*lamb"):
         apply_overrides(recipe, {"opt": "lambada"})
+    with pytest.raises(ConfigError, match="opt='zzz': not a timm optimizer; valid: .*lamb"):
+        apply_overrides(recipe, {"opt": "zzz"})
     with pytest.raises(ConfigError, match="model='resnet5000': not a timm model"):
         apply_overrides(recipe, {"model": "resnet5000"})
     with pytest.raises(ConfigError, match="epochs=0: input should be greater than 0"):
