@@ -6,7 +6,7 @@ only the header), draws timm's `RandomResizedCropAndInterpolation` box and inter
 in the same order and from the same worker random state, as the worker path (`transforms.RandomResizedCropToTensor`).
 It hands over the JPEG's bytes with those draws. The training process decodes each batch with one batched
 `torchvision.io.decode_jpeg` call (nvJPEG on a GPU), crops each box and resizes it to the train size with torch's
-antialiased resampling, flips, and passes the uint8 batch on to the `DeviceStage` (policy, normalisation, erasing).
+antialiased resampling, flips, and passes the uint8 batch on to the `DeviceStage` (policy, normalisation).
 The decode runs one batch ahead in a thread of its own, on a CUDA stream of its own, so it overlaps the training
 step; the step waits on an event, never on the host.
 
