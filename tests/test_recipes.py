@@ -53,62 +53,19 @@ def test_recipes_are_frozen():
 
 
 # The RSB table in the shared references, column by column.
+# fmt: off
 RSB_TABLE = {
-    "rsb_a1": dict(
-        epochs=600,
-        img_size=224,
-        test_img_size=224,
-        lr=5e-3,
-        weight_decay=0.01,
-        smoothing=0.1,
-        mixup=0.2,
-        cutmix=1.0,
-        aa="rand-m7-mstd0.5-inc1",
-        aug_repeats=3,
-        drop_path=0.05,
-    ),
-    "rsb_a2": dict(
-        epochs=300,
-        img_size=224,
-        test_img_size=224,
-        lr=5e-3,
-        weight_decay=0.02,
-        smoothing=0.0,
-        mixup=0.1,
-        cutmix=1.0,
-        aa="rand-m7-mstd0.5-inc1",
-        aug_repeats=3,
-        drop_path=0.05,
-    ),
-    "rsb_a3": dict(
-        epochs=100,
-        img_size=160,
-        test_img_size=224,
-        lr=8e-3,
-        weight_decay=0.02,
-        smoothing=0.0,
-        mixup=0.1,
-        cutmix=1.0,
-        aa="rand-m6-mstd0.5-inc1",
-        aug_repeats=0,
-        drop_path=0.0,
-    ),
+    "rsb_a1": dict(epochs=600, img_size=224, test_img_size=224, lr=5e-3, weight_decay=0.01, smoothing=0.1,
+                   mixup=0.2, cutmix=1.0, aa="rand-m7-mstd0.5-inc1", aug_repeats=3, drop_path=0.05),
+    "rsb_a2": dict(epochs=300, img_size=224, test_img_size=224, lr=5e-3, weight_decay=0.02, smoothing=0.0,
+                   mixup=0.1, cutmix=1.0, aa="rand-m7-mstd0.5-inc1", aug_repeats=3, drop_path=0.05),
+    "rsb_a3": dict(epochs=100, img_size=160, test_img_size=224, lr=8e-3, weight_decay=0.02, smoothing=0.0,
+                   mixup=0.1, cutmix=1.0, aa="rand-m6-mstd0.5-inc1", aug_repeats=0, drop_path=0.0),
 }
-RSB_SHARED = dict(
-    opt="lamb",
-    batch_size=2048,
-    sched="cosine",
-    warmup_epochs=5,
-    bce_loss=True,
-    bce_target_thresh=0.2,
-    crop_pct=0.95,
-    interpolation="bicubic",
-    filter_bias_and_bn=True,
-    reprob=0.0,
-    model_ema=False,
-    amp=True,
-    model="resnet50",
-)
+RSB_SHARED = dict(opt="lamb", batch_size=2048, sched="cosine", warmup_epochs=5, bce_loss=True,
+                  bce_target_thresh=0.2, crop_pct=0.95, interpolation="bicubic", filter_bias_and_bn=True,
+                  reprob=0.0, model_ema=False, amp=True, model="resnet50")
+# fmt: on
 
 
 @pytest.mark.parametrize("name", sorted(RSB_TABLE))
