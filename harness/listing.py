@@ -46,7 +46,7 @@ def recipes_text(files: list[Resolved] = ()) -> str:
     experiments = [_row(n, get_recipe(n), get_recipe(n)) for n in list_recipes() if n in seed_reports]
     sections = [_section("published recipes", published), _section(SEED_REPORTS, experiments)]
     if files:
-        rows = [_row(str(f.path), f.recipe, f.published) for f in files]
+        rows = [_row(f"{f.recipe.name} ({f.path})", f.recipe, f.published) for f in files]
         sections.append(_section("recipe files", rows))
     return "\n".join(sections) + "\nshow one recipe in full: --show NAME\n"
 

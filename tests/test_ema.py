@@ -48,6 +48,7 @@ def test_the_emas_batchnorm_statistics_are_reduced_before_it_is_evaluated_and_sa
         torch.testing.assert_close(saved[f"module.{name}"], evaluated0[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_an_ema_saved_with_the_compiled_wrappers_keys_loads_into_the_bare_model(tmp_path):
     """Checkpoints written before the EMA copied the bare model hold `_orig_mod.` keys under --compile."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
