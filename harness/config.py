@@ -60,7 +60,7 @@ def adapt_to_dataset(recipe: Recipe, info: DatasetInfo) -> Recipe:
         changes["hflip"] = 0.0
     if recipe.scale[0] < info.min_crop_scale:
         changes["scale"] = (info.min_crop_scale, max(recipe.scale[1], info.min_crop_scale))
-    return replace(recipe, f"on {info.name}", **changes) if changes else recipe
+    return override(recipe, f"on {info.name}", **changes) if changes else recipe
 
 
 def apply_budget(recipe: Recipe, budget: str, info: DatasetInfo) -> Recipe:
@@ -94,7 +94,7 @@ def apply_budget(recipe: Recipe, budget: str, info: DatasetInfo) -> Recipe:
         # 32 px leaves 1x1 feature maps whose statistics differ between the two sizes (measured on digits:
         # 23% top-1 with a 24/32 split against 90%+ at 32/32).
         changes["img_size"] = changes["test_img_size"] = test_size
-    return replace(recipe, f"--budget {budget}", **changes)
+    return override(recipe, f"--budget {budget}", **changes)
 
 
 def _fixed_input_size(model: str) -> int | None:
@@ -125,8 +125,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def replace(recipe: Recipe, origin: str, **changes: Any) -> Recipe:
-    """`dataclasses.replace`, which re-validates every field; a refusal becomes one ConfigError line."""
+def override(recipe: Recipe, origin: str, **changes: Any) -> Recipe:
+    """The recipe with `changes` (`dataclasses.replace`, which re-validates every field); a refusal becomes one
+    ConfigError line that names `origin`, what made the changes ("--dataset", "--budget proxy")."""
     try:
         return dataclasses.replace(recipe, **changes)
     except ValidationError as e:

@@ -15,6 +15,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from harness.listing import is_report_experiment, report_experiments
 from recipes import NON_SETTING_FIELDS, Recipe, get_recipe, list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,11 +31,6 @@ TOOLS = (
     ("recipe-harness-report", "harness.report.cli", "_parser", "`python -m harness.report`"),
     ("recipe-harness-campaign", "harness.campaign.cli", "build_parser", "`python -m harness.campaign`"),
 )
-
-
-def is_seed_report(recipe: Recipe) -> bool:
-    """The experiments of the five seed reports cite the report as their source (recipes/seeds.py)."""
-    return recipe.reference.source.startswith("Seed report")
 
 
 # --------------------------------------------------------------------------- CLI reference
@@ -180,7 +176,7 @@ def _setting_lines(recipe: Recipe) -> list[str]:
 
 def recipe_page(name: str) -> str:
     recipe = get_recipe(name)
-    kind = "Seed-report experiment" if is_seed_report(recipe) else "Published recipe"
+    kind = "Seed-report experiment" if is_report_experiment(recipe) else "Published recipe"
     notes = [" ".join(note.split()) for note in recipe.notes]
     unverified = [note for note in notes if "UNVERIFIED" in note]
     parts = [
@@ -220,9 +216,8 @@ def _index_table(names: list[str]) -> str:
 
 
 def recipes_index() -> str:
-    names = list_recipes()
-    seeds = [n for n in names if is_seed_report(get_recipe(n))]
-    published = [n for n in names if n not in seeds]
+    experiments = report_experiments()
+    published = [n for n in list_recipes() if n not in experiments]
     return (
         "# Recipes\n\n"
         + GENERATED
@@ -236,19 +231,18 @@ def recipes_index() -> str:
         "report's own numbers. The reports leave most settings out; each recipe's notes say which settings come "
         "from the report and which were chosen here. "
         "[Reported numbers and sources](../reference/references.md#the-seed-reports) gives each report's setting and "
-        "numbers.\n\n" + _index_table(seeds)
+        "numbers.\n\n" + _index_table(experiments)
     )
 
 
 def recipes_nav() -> str:
-    """The Recipes section of mkdocs.yml's nav: the index, then the published recipes and the seed experiments."""
-    names = list_recipes()
-    seeds = [n for n in names if is_seed_report(get_recipe(n))]
-    published = [n for n in names if n not in seeds]
+    """The Recipes section of mkdocs.yml's nav: the index, the published recipes, the seed-report experiments."""
+    experiments = report_experiments()
+    published = [n for n in list_recipes() if n not in experiments]
     lines = ["  - Recipes:", "      - recipes/index.md", "      - Published recipes:"]
     lines += [f"          - {n}: recipes/{n}.md" for n in published]
     lines += ["      - Seed-report experiments:"]
-    lines += [f"          - {n}: recipes/{n}.md" for n in seeds]
+    lines += [f"          - {n}: recipes/{n}.md" for n in experiments]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,7 @@
 """`run.py --list` and `--show NAME`: the registered recipes (and recipe files) with what they reported, as plain
 aligned text that never cuts a name (at any terminal width, and through a pipe), and one recipe in full.
 
-The published recipes come first; the experiments of the five seed reports (recipes/seeds.py) apart."""
+The published recipes come first; the experiments of the five seed reports (recipes/reports.py) apart."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from harness.recipe_files import Resolved
 
 COLUMNS = ("recipe", "model", "dataset", "epochs", "reported top-1", "summary")
-SEED_REPORTS = "seed-report experiments (recipes/seeds.py: the experiments of the five seed reports)"
-SEED_REPORT_SOURCE = "Seed report "
+REPORTS_SECTION = "seed-report experiments (recipes/reports.py: the experiments of the five seed reports)"
+REPORT_SOURCE = "Seed report "
 
 
 def _reported(recipe: Recipe) -> str:
@@ -26,9 +26,14 @@ def _reported(recipe: Recipe) -> str:
     return reported + (" UNVERIFIED" if recipe.reference.unverified else "")
 
 
-def seed_report_recipes() -> list[str]:
-    """The seed-report experiments (recipes/seeds.py): the registered recipes whose source is a seed report."""
-    return [name for name in list_recipes() if get_recipe(name).reference.source.startswith(SEED_REPORT_SOURCE)]
+def is_report_experiment(recipe: Recipe) -> bool:
+    """An experiment of one of the five seed reports (recipes/reports.py): its source is the report."""
+    return recipe.reference.source.startswith(REPORT_SOURCE)
+
+
+def report_experiments() -> list[str]:
+    """The registered recipes that are seed-report experiments."""
+    return [name for name in list_recipes() if is_report_experiment(get_recipe(name))]
 
 
 def _row(name: str, recipe: Recipe, published: Recipe) -> list[str]:
@@ -41,10 +46,10 @@ def _section(title: str, rows: list[list[str]]) -> str:
 
 def recipes_text(files: list[Resolved] = ()) -> str:
     """The registered recipes in two sections (published, seed-report experiments), and the recipe files."""
-    seed_reports = set(seed_report_recipes())
-    published = [_row(n, get_recipe(n), get_recipe(n)) for n in list_recipes() if n not in seed_reports]
-    experiments = [_row(n, get_recipe(n), get_recipe(n)) for n in list_recipes() if n in seed_reports]
-    sections = [_section("published recipes", published), _section(SEED_REPORTS, experiments)]
+    from_reports = set(report_experiments())
+    published = [_row(n, get_recipe(n), get_recipe(n)) for n in list_recipes() if n not in from_reports]
+    experiments = [_row(n, get_recipe(n), get_recipe(n)) for n in list_recipes() if n in from_reports]
+    sections = [_section("published recipes", published), _section(REPORTS_SECTION, experiments)]
     if files:
         rows = [_row(f"{f.recipe.name} ({f.path})", f.recipe, f.published) for f in files]
         sections.append(_section("recipe files", rows))

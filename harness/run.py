@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -32,8 +33,8 @@ from harness.config import (
     apply_overrides,
     budget_limits,
     follow_test_size,
+    override,
     parse_overrides,
-    replace,
     rescale_lr,
     shorten_warmup,
 )
@@ -408,7 +409,7 @@ def _plan_recipe(
 ) -> Plan:
     published, start = resolved.published, resolved.recipe
     info = dataset_info(data.dataset)
-    recipe = adapt_to_dataset(replace(start, "--dataset", dataset=data.dataset), info)
+    recipe = adapt_to_dataset(override(start, "--dataset", dataset=data.dataset), info)
     recipe = apply_budget(recipe, data.budget, info)
     overrides, given = command_line_overrides(args)
     overrides, warmup_notice = shorten_warmup(recipe, overrides, given)
@@ -538,18 +539,31 @@ def main(argv: list[str] | None = None) -> int:
     return _run_all(plans, runs, args)
 
 
-def _run_all(plans: list[Plan], runs: list[argparse.Namespace], args: argparse.Namespace) -> int:
-    from harness.evaluate_only import evaluate_weights
-    from harness.train import RUN_ERRORS, train
+def _mode(args: argparse.Namespace) -> Callable[[Plan, argparse.Namespace], int]:
+    """What each run does with its plan: evaluate the weights (--eval-only), time a few updates and project the
+    schedule (--estimate), or train. Imported here: --help, --list and --dump-recipe do without these modules."""
+    if args.eval_only:
+        from harness.evaluate_only import evaluate_weights
 
+        return evaluate_weights
     if args.estimate:
-        from harness.estimate import estimate as train  # the same plan, timed and projected instead of trained
+        from harness.estimate import estimate
 
+        return estimate
+    from harness.train import train
+
+    return train
+
+
+def _run_all(plans: list[Plan], runs: list[argparse.Namespace], args: argparse.Namespace) -> int:
+    from harness.train import RUN_ERRORS
+
+    run_one = _mode(args)
     if args.deterministic:
         torch_deterministic()
     for plan, run in zip(plans, runs, strict=True):
         try:
-            status = evaluate_weights(plan, run) if args.eval_only else train(plan, run)
+            status = run_one(plan, run)
         except RUN_ERRORS as e:
             context = f" {plan.stand_in}" if plan.stand_in and QUOTES_BATCH_OR_EPOCHS.search(str(e)) else ""
             print(f"error: {e}{context}", file=sys.stderr)

@@ -17,8 +17,13 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
+import timm
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
+from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+from timm.optim import list_optimizers
+
+import harness.models  # noqa: F401  (registers the project's own architectures with timm, for `model`)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,10 +166,6 @@ class Recipe:
     @field_validator("model")
     @classmethod
     def _known_model(cls, model: str) -> str:
-        import timm
-
-        import harness.models  # noqa: F401  (registers the project's own architectures with timm)
-
         if not timm.is_model(model):
             hint = did_you_mean(model, timm.list_models())
             raise ValueError(f"not a timm model; {hint + ' ' if hint else ''}see timm.list_models() for valid names")
@@ -173,8 +174,6 @@ class Recipe:
     @field_validator("opt")
     @classmethod
     def _known_optimizer(cls, opt: str) -> str:
-        from timm.optim import list_optimizers
-
         if opt.lower() not in list_optimizers():
             valid = list_optimizers()
             hint = did_you_mean(opt.lower(), valid)
@@ -223,8 +222,6 @@ class Recipe:
 
 def _parse_auto_augment(aa: str) -> None:
     """Raise ValueError unless timm's create_transform would accept `aa` (same dispatch on the prefix)."""
-    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
-
     parse = auto_augment_transform
     if aa.startswith("rand"):
         parse = rand_augment_transform
@@ -295,13 +292,11 @@ def register(recipe: Recipe) -> Recipe:
 
 
 def list_recipes() -> list[str]:
-    _load_all()
     return sorted(_REGISTRY)
 
 
 def get_recipe(name: str) -> Recipe:
     """The registered recipe `name` (`rsb-a3` is taken as `rsb_a3`); KeyError naming the closest names."""
-    _load_all()
     if name not in _REGISTRY and name.replace("-", "_") in _REGISTRY:
         name = name.replace("-", "_")
     if name not in _REGISTRY:
@@ -325,8 +320,3 @@ def unknown_name(kind: str, name: str, valid: list[str], plural: str = "") -> st
 
 def setting_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(Recipe) if f.name not in NON_SETTING_FIELDS]
-
-
-def _load_all() -> None:
-    # Importing the recipe modules registers their recipes.
-    from recipes import ablation, baseline, rsb, seeds  # noqa: F401

@@ -184,16 +184,16 @@ def test_list_through_a_pipe_at_80_columns_prints_every_name_whole_in_two_sectio
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     first_words = [line.split()[0] for line in lines if line.strip()]
-    published, seed_reports = (
+    published, experiments = (
         lines.index("published recipes"),
         next(i for i, line in enumerate(lines) if line.startswith("seed-report experiments")),
     )
-    assert published < seed_reports
+    assert published < experiments
     for name in list_recipes():
         assert first_words.count(name) == 1, name
         row = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
-        seed_report = name not in ("baseline", "cosine", "mixup_cutmix", "rsb_a1", "rsb_a2", "rsb_a3")
-        assert (row > seed_reports) == seed_report, name
+        from_report = name not in ("baseline", "cosine", "mixup_cutmix", "rsb_a1", "rsb_a2", "rsb_a3")
+        assert (row > experiments) == from_report, name
     assert "…" not in result.stdout
 
 

@@ -94,12 +94,12 @@ def test_ablation_steps_change_only_what_their_step_names():
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_budget_on_every_dataset_still_satisfies_the_constraints(name):
-    from harness.config import adapt_to_dataset, apply_budget, replace
+    from harness.config import adapt_to_dataset, apply_budget, override
     from harness.data import DATASETS, dataset_info
 
     for dataset in DATASETS:
         info = dataset_info(dataset)
-        adapted = adapt_to_dataset(replace(get_recipe(name), "--dataset", dataset=dataset), info)
+        adapted = adapt_to_dataset(override(get_recipe(name), "--dataset", dataset=dataset), info)
         for budget in ("full", "proxy", "smoke"):
             resolved = apply_budget(adapted, budget, info)  # re-validated by dataclasses.replace, or ConfigError
             assert resolved.warmup_epochs < resolved.epochs or resolved.warmup_epochs == 0

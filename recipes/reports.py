@@ -24,7 +24,7 @@ def _chosen(what: str, choice: str) -> str:
     return _CHOSEN.format(what=what, choice=choice)
 
 
-# ---- seed 000: ImageNet ResNet-50 fine-tuned on MNIST for one epoch -------------------------------------------
+# ---- seed report 000: ImageNet ResNet-50 fine-tuned on MNIST for one epoch -------------------------------------
 FINETUNE_1EP = register(
     Recipe(
         name="finetune_1ep",
@@ -61,7 +61,7 @@ FINETUNE_1EP = register(
     )
 )
 
-# ---- seed 001: ResNet-50 on MNIST for five epochs ------------------------------------------------------------
+# ---- seed report 001: ResNet-50 on MNIST for five epochs ------------------------------------------------------
 RESNET50_MNIST_5EP = register(
     Recipe(
         name="resnet50_mnist_5ep",
@@ -100,7 +100,7 @@ RESNET50_MNIST_5EP = register(
     )
 )
 
-# ---- seed 002: ImageNet ResNet-18 transferred to Fashion-MNIST, and the from-scratch CNN -----------------------
+# ---- seed report 002: ImageNet ResNet-18 transferred to Fashion-MNIST, and the from-scratch CNN -----------------
 RESNET18_FMNIST_TRANSFER = register(
     Recipe(
         name="resnet18_fmnist_transfer",
@@ -177,7 +177,7 @@ CNN_FMNIST = register(
     )
 )
 
-# ---- seed 003: ImageNet ResNet-50 with an MLP head on upsampled CIFAR-10, and the Keras scratch CNN -----------
+# ---- seed report 003: ImageNet ResNet-50 with an MLP head on upsampled CIFAR-10, and the Keras scratch CNN -----
 RESNET50_CIFAR10_TRANSFER = register(
     Recipe(
         name="resnet50_cifar10_transfer",
@@ -254,7 +254,7 @@ CNN_CIFAR10_SCRATCH = register(
     )
 )
 
-# ---- seed 004: VGG-16 / ResNet-50 frozen vs trainable, GoogLeNet, MiniGoogLeNet, LeNet on MNIST and CIFAR-10 --
+# ---- seed report 004: VGG-16 / ResNet-50 frozen vs trainable, GoogLeNet, MiniGoogLeNet, LeNet on MNIST and CIFAR-10 --
 _SEED4 = "Seed report 004 (Deeper Networks for Image Classification)"
 _SEED4_CHOSEN = _chosen(
     "the optimizer, LR, batch or input size",
@@ -262,7 +262,7 @@ _SEED4_CHOSEN = _chosen(
 )
 _SEED4_MNIST = Recipe(
     name="seed4_mnist_template",
-    summary="template of the seed 004 experiments (not registered)",
+    summary="template of the seed report 004 experiments (not registered)",
     reference=Reference(source=f"{_SEED4}, MNIST results", dataset="mnist"),
     model="vgg16",
     pretrained=True,
@@ -357,7 +357,7 @@ _UPSAMPLED = {
     "notes": (
         _chosen(
             "the upsampling factor or the 'very low constant LR'",
-            "7x nearest upsampling to 224 px as in seed 003, SGD LR 1e-4 with momentum 0.9",
+            "7x nearest upsampling to 224 px as in seed report 003, SGD LR 1e-4 with momentum 0.9",
         ),
     ),
 }
