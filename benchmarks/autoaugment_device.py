@@ -1,7 +1,7 @@
 """The recipes' RandAugment / AutoAugment / AugMix policies on the device: time per batch, and checks.
 
-    python benchmarks/autoaugment_device.py --device cuda          # on a GPU machine
-    python benchmarks/autoaugment_device.py --device cpu --threads 1 --policies rsb_a3
+    python -m benchmarks.autoaugment_device --device cuda          # on a GPU machine
+    python -m benchmarks.autoaugment_device --device cpu --threads 1 --policies rsb_a3
 
 For each policy, on a batch of crops of scikit-learn's two sample photographs (256 x 3 x 160 x 160 uint8 by
 default): the median time per batch; that the same seed gives the same images; on CUDA, that three batches run under
@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
+from benchmarks.common import sync
 from harness.data import autoaugment as aa
 from recipes import get_recipe
 
@@ -54,12 +55,10 @@ def crops(n: int, size: int) -> list[Image.Image]:
 def median_ms(fn, reps: int, device: torch.device) -> float:
     times = []
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append((time.perf_counter() - start) * 1000)
     return round(statistics.median(times), 3)
 
@@ -151,7 +150,9 @@ def measure(label: str, args, images, cpu_batch, batch, device: torch.device) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.autoaugment_device", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--size", type=int, default=160)

@@ -1,8 +1,8 @@
 """The per-image data path side by side with timm's: worker CPU time per image of RSB A3's training pipeline on a
 folder of ImageNet-sized JPEG photographs, and the loader's throughput end to end.
 
-    python benchmarks/data_path.py                    # 2,000 JPEGs made under a temporary folder, 2 epochs
-    python benchmarks/data_path.py --record benchmarks/results/data-path-cpu.json --readme benchmarks/README.md
+    python -m benchmarks.data_path                    # 2,000 JPEGs made under a temporary folder, 2 epochs
+    python -m benchmarks.data_path --record benchmarks/results/data-path-cpu.json --readme benchmarks/README.md
 
 Pipelines, each RSB A3's training transform at its published setting (160 px random-resized crop, bicubic, flip,
 rand-m6-mstd0.5-inc1, ImageNet mean/std):
@@ -30,51 +30,24 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pandas as pd
+import torch
+from accelerate.data_loader import prepare_data_loader
+from timm.data import create_dataset, create_loader
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from accelerate.data_loader import prepare_data_loader  # noqa: E402
-from PIL import Image  # noqa: E402
-from timm.data import create_dataset, create_loader  # noqa: E402
-
-from benchmarks.throughput import write_readme  # noqa: E402
-from harness.data.autoaugment import device_policy, unsupported_on_device  # noqa: E402
-from harness.data.decode import DecodingLoader, DeviceDecoder, EncodedTrainTransform, collate_encoded  # noqa: E402
-from harness.data.device import DeviceLoader, DeviceStage  # noqa: E402
-from harness.data.loader import make_loader  # noqa: E402
-from harness.data.readers.folder import SkippingImageFolder  # noqa: E402
-from harness.data.transforms import build_transforms  # noqa: E402
-from harness.results import versions  # noqa: E402
-from recipes import get_recipe  # noqa: E402
+from benchmarks.common import endless, make_jpeg_folder, sync, write_readme
+from harness.data.autoaugment import device_policy, unsupported_on_device
+from harness.data.decode import DecodingLoader, DeviceDecoder, EncodedTrainTransform, collate_encoded
+from harness.data.device import DeviceLoader, DeviceStage
+from harness.data.loader import make_loader
+from harness.data.readers.folder import SkippingImageFolder
+from harness.data.transforms import build_transforms
+from harness.results import versions
+from recipes import get_recipe
 
 MARKS = ("<!-- data_path:start -->", "<!-- data_path:end -->")
 CPU = torch.device("cpu")
 A3_MICRO_BATCH = 256  # RSB A3's global batch of 2048 as 8 micro-batches of 256 on one GPU
-
-
-def make_jpeg_folder(root: Path, images: int, classes: int = 10, seed: int = 0, first: int = 0) -> Path:
-    """ImageNet-sized JPEGs (500 x 375, quality 90) cut from scikit-learn's two sample photographs: random crops at
-    random scales, flipped at random, so every file decodes to different pixels. Files are numbered from `first`
-    (several processes can fill one folder)."""
-    from sklearn.datasets import load_sample_images
-
-    photos = [Image.fromarray(p) for p in load_sample_images().images]
-    rng = np.random.default_rng(seed)
-    for i in range(first, first + images):
-        photo = photos[i % len(photos)]
-        w = int(rng.integers(300, photo.width + 1))
-        h = min(photo.height, int(w * 0.75))
-        left, top = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
-        image = photo.crop((left, top, left + w, top + h)).resize((500, 375), Image.BICUBIC)
-        if rng.random() < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        folder = root / "train" / f"class{i % classes:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        image.save(folder / f"{i:05d}.jpg", quality=90)
-    return root / "train"
 
 
 def a3_recipe():
@@ -148,36 +121,22 @@ def worker_ms_per_image(make, epochs: int) -> dict:
     return {"worker_ms_per_image": 1000 * cpu / images, "images": images}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _epochs(loader):
-    epoch = 0
-    while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
 def end_to_end(make, batches: int, device: torch.device = CPU, warmup: int = 1) -> float:
     """Images per second through the whole loader (workers and the per-batch work on the device), epoch after
     epoch, each batch on the device as a float tensor when the clock stops; the clock starts after `warmup`
     batches (workers spawned, their queues filled: the steady state)."""
     loader = make()
-    stream = _epochs(loader)
+    stream = endless(loader)
     for _ in range(warmup):
         next(stream)
-    _sync(device)
+    sync(device)
     seen, start = 0, time.perf_counter()
     for i, (x, _) in enumerate(stream):
         x = x.to(device, non_blocking=True).float()  # timm's loader without prefetcher leaves this to train.py
         seen += len(x)
         if i + 1 == batches:
             break
-    _sync(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     del stream, loader
     gc.collect()
@@ -249,7 +208,7 @@ def render(rows: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.data_path", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=2000, help="JPEGs to make (when --folder is not given)")
     p.add_argument("--folder", type=Path, help="an existing CLASS/*.jpg folder instead of generated photographs")
     p.add_argument("--batch-size", type=int, default=64)
@@ -265,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         images = sum(1 for _ in folder.rglob("*.jpg"))
         rows = measure(folder, args.batch_size, args.epochs, args.batches, args.only)
     meta = {
-        "command": "python benchmarks/data_path.py" + (" " + " ".join(argv) if argv else ""),
+        "command": "python -m benchmarks.data_path" + (" " + " ".join(argv) if argv else ""),
         "device": f"CPU ({os.cpu_count()} cores)",
         "images": images,
         "batch": args.batch_size,

@@ -1,8 +1,8 @@
 """`--estimate` against a measured epoch: for each setting, the estimate and then a two-epoch training run, back to
 back on the same machine; the table compares the projected epoch with the measured steady (second) epoch.
 
-    python benchmarks/estimate_vs_measured.py --output benchmarks/estimates --readme benchmarks/README.md
-    python benchmarks/estimate_vs_measured.py --output benchmarks/estimates --render-only --readme benchmarks/README.md
+    python -m benchmarks.estimate_vs_measured --output benchmarks/estimates --readme benchmarks/README.md
+    python -m benchmarks.estimate_vs_measured --output benchmarks/estimates --render-only --readme benchmarks/README.md
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, harness_command, write_readme
+
 MARK_START, MARK_END = "<!-- estimate:start -->", "<!-- estimate:end -->"
 # Three recipes, both data paths, three model sizes, with and without accumulation; two epochs each on the CPU.
 # The bundled digits make epochs of seconds; the Fashion-MNIST settings (Debian's dataset-fashion-mnist) make
@@ -31,7 +32,7 @@ SETTINGS = {
     "rsb_a3-fashion_mnist": [
         "--recipe", "rsb_a3", "--dataset", "fashion_mnist", "--budget", "proxy", "--set", "model=resnet18"
     ],
-}
+}  # fmt: skip
 COMMON = ["--epochs", "2", "--workers", "0", "--seed", "0"]
 
 
@@ -40,7 +41,7 @@ def run_pair(name: str, output: Path) -> None:
     in a folder of its own, so repeated pairs show how much the machine moved between them."""
     folder = output / name / f"pair-{len(list((output / name).glob('pair-*'))) + 1}"
     for extra in (["--estimate"], []):
-        command = [sys.executable, str(ROOT / "harness" / "run.py"), *SETTINGS[name], *COMMON, *extra]
+        command = harness_command(*SETTINGS[name], *COMMON, *extra)
         subprocess.run([*command, "--output", str(folder)], check=True, cwd=ROOT)
     for checkpoints in folder.glob("*/checkpoints"):
         shutil.rmtree(checkpoints)  # records only
@@ -74,21 +75,15 @@ def render(output: Path) -> str:
     rows = [row(name, pair) for name in SETTINGS for pair in sorted((output / name).glob("pair-*"))]
     first = json.loads(next(output.glob("*/pair-*/*/estimate.json")).read_text())
     header = (
-        f"`python benchmarks/estimate_vs_measured.py --output {output.relative_to(ROOT)} --readme "
+        f"`python -m benchmarks.estimate_vs_measured --output {output.relative_to(ROOT)} --readme "
         f"benchmarks/README.md` on {first['device']} ({first['cpu_threads_per_process']} threads), "
         f"torch {first['versions']['torch']}, {first['created_at'][:10]}:\n\n"
     )
     return header + pd.DataFrame(rows).to_markdown(index=False)
 
 
-def write_readme(path: Path, table: str) -> None:
-    text = path.read_text()
-    start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-    path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.estimate_vs_measured", description=__doc__.splitlines()[0])
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "estimates")
     p.add_argument("--render-only", action="store_true", help="render the table from the records already there")
     p.add_argument("--only", choices=SETTINGS, action="append", help="measure only these settings again")
@@ -101,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(output)
     print(table)
     if args.readme:
-        write_readme(args.readme, table)
+        write_readme(args.readme, table + "\n", MARK_START, MARK_END)
     return 0
 
 

@@ -1,15 +1,15 @@
 """The GPU check: what the harness does on one GPU, measured in one command of a few minutes, written as JSON and
 Markdown with the device named. `benchmarks/gpu_check.sh` installs what it needs and runs it.
 
-    python benchmarks/gpu_check.py --data-dir DIR_WITH_FASHION_MNIST --out benchmarks/results/gpu-check
-    python benchmarks/gpu_check.py --quick ...     # every step at a tiny size (a CPU can run it)
+    python -m benchmarks.gpu_check --data-dir DIR_WITH_FASHION_MNIST --out benchmarks/results/gpu-check
+    python -m benchmarks.gpu_check --quick ...     # every step at a tiny size (a CPU can run it)
 
 Steps, each timed and recorded even when another fails, the most telling first; a step that would overrun the
 check's time budget (`--budget-s`) is recorded as skipped. Correctness comes before speed:
 -  cuda_tests, first: the tests marked `cuda` (`python -m pytest -m cuda` over the test modules that mark any),
    their passed/failed/errors/skipped counts and the failing tests' ids kept in the record; a failing test is the
    step's error (the check exits 1), and the measurements follow all the same.
-0. The main job end to end (benchmarks/main_job.py): RSB A3 at its published setting (ResNet-50, 160 px, bf16,
+0. The main job end to end (`python -m benchmarks.main_job`): RSB A3 at its published setting (ResNet-50, 160 px, bf16,
    channels_last, LAMB, BCE, Mixup/CutMix, RandAugment on the device, per-process batch 256) trained from a folder of
    51,200 generated ImageNet-sized JPEGs, timed in the steady state, for the harness with decode on the device and in
    14 workers, timm's train.py (`--timm-train-py`) with its prefetcher and 14 workers, and the bare model; then where
@@ -41,18 +41,27 @@ import traceback
 from pathlib import Path
 from xml.etree import ElementTree
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import torch
+from accelerate.state import AcceleratorState
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import data_path, main_job  # noqa: E402
-from harness.build import build_mixup, build_model, build_optimizer, build_scheduler, build_train_loss  # noqa: E402
-from harness.engine import DeviceTally, Trainer, count_update, train_micro_step  # noqa: E402
-from harness.results import atomic_write_json, atomic_write_text, versions  # noqa: E402
-from harness.train import make_accelerator  # noqa: E402
-from recipes import get_recipe  # noqa: E402
+from benchmarks import autoaugment_device, data_path, main_job
+from benchmarks.common import (
+    ROOT,
+    default_device,
+    fixed_batch,
+    harness_command,
+    make_jpeg_folder,
+    model_step,
+    rsb_a3,
+    seconds_per_call,
+    write_readme,
+)
+from harness.build import build_mixup, build_model, build_optimizer, build_scheduler, build_train_loss
+from harness.engine import DeviceTally, Trainer, count_update, train_micro_step
+from harness.results import atomic_write_json, atomic_write_text, versions
+from harness.train import make_accelerator
 
 WORKERS = 14
 
@@ -63,57 +72,16 @@ def device_name() -> str:
     return f"CPU ({os.cpu_count()} cores), no GPU"
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _timed(step, steps: int, warmup: int, images_per_step: int) -> float:
-    for _ in range(warmup):
-        step()
-    _sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync()
-    return steps * images_per_step / (time.perf_counter() - start)
-
-
-def _a3(micro: int, size: int):
-    return dataclasses.replace(get_recipe("rsb_a3"), img_size=size, batch_size=micro)
-
-
-def _fixed_batch(micro: int, size: int, device: torch.device):
-    images = torch.randn(micro, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    return images, torch.randint(0, 1000, (micro,), device=device)
-
-
-def model_step(micro: int, size: int, compiled: bool):
-    """The ceiling: ResNet-50 forward, BCE loss, backward and LAMB step under bf16 autocast, nothing else."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    recipe = _a3(micro, size)
-    model = build_model(recipe, 1000).to(device, memory_format=torch.channels_last)
-    optimizer, loss_fn = build_optimizer(recipe, model), build_train_loss(recipe, True)
-    forward = torch.compile(model) if compiled else model
-    images, labels = _fixed_batch(micro, size, device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(forward(images), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    """Images per second of `step` over `steps` calls after `warmup`."""
+    return images_per_step / seconds_per_call(step, steps, warmup, default_device())
 
 
 def harness_step(micro: int, size: int, compiled: bool):
     """The harness's own training step on the same batch: accelerate (bf16, prepare, backward), timm's Mixup/CutMix,
     the device-side tally and the schedule, as `engine.train_one_epoch` runs it."""
-    from accelerate.state import AcceleratorState
-
     AcceleratorState._reset_state(reset_partial_state=True)
-    recipe = _a3(micro, size)
+    recipe = rsb_a3(micro, size)
     accelerator = make_accelerator(recipe.amp, compile_model=compiled, amp_dtype="bfloat16")
     model = build_model(recipe, 1000).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
@@ -131,7 +99,7 @@ def harness_step(micro: int, size: int, compiled: bool):
         mixup=build_mixup(recipe, 1000),
     )
     tally = DeviceTally(accelerator.device)
-    images, labels = _fixed_batch(micro, size, accelerator.device)
+    images, labels = fixed_batch(micro, size, accelerator.device)
 
     def step() -> None:
         if train_micro_step(trainer, images, labels, tally):
@@ -174,7 +142,7 @@ LOADER_PIPELINES = [
 def loader_rows(quick: bool, folder: Path, rate_folder: Path) -> list[dict]:
     """Worker CPU per image over `folder` (one worker), and the steady rate over `rate_folder` with 14 workers after
     two batches per worker."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     workers = (2,) if quick else (WORKERS,)
     batch, epochs, batches = (16, 1, 3) if quick else (data_path.A3_MICRO_BATCH, 1, 40)
     warmup = 2 * workers[0]
@@ -182,7 +150,7 @@ def loader_rows(quick: bool, folder: Path, rate_folder: Path) -> list[dict]:
 
 
 def main_job_rows(quick: bool, root: Path, timm_train_py: Path | None, budget_s: float) -> dict:
-    """benchmarks/main_job.py: its folder made here (one process per core), its rows and its profile."""
+    """benchmarks.main_job: its folder made here (one process per core), its rows and its profile."""
     s = main_job.setting(quick)
     started = time.perf_counter()
     folder = main_job.make_folder(root / "main-job" / "jpegs", s.images, s.classes)
@@ -193,9 +161,9 @@ def main_job_rows(quick: bool, root: Path, timm_train_py: Path | None, budget_s:
 
 
 def _run(args: list[str], timeout: int) -> dict:
-    """harness/run.py in a fresh interpreter; its summary.json."""
+    """The harness's run in a fresh interpreter; its summary.json."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, str(ROOT / "harness" / "run.py"), *args, "--output", out]
+        command = harness_command(*args, "--output", out)
         print("+ " + " ".join(command), flush=True)
         result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
         if result.returncode != 0:
@@ -247,19 +215,15 @@ POLICY_LABELS = ("rsb_a3", "rsb_a1", "v0", "augmix")
 
 def policy_rows(quick: bool) -> list[dict]:
     """The recipes' policies on the device: time per batch of 256 x 3 x 160 x 160, no host sync, the same draws
-    equal on the CPU (benchmarks/autoaugment_device.py)."""
-    import numpy as np
-
-    from benchmarks import autoaugment_device as bench
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    equal on the CPU (benchmarks.autoaugment_device)."""
+    device = default_device()
     batch, size = (8, 32) if quick else (256, 160)
     args = argparse.Namespace(size=size, reps=3 if quick else 20)
-    images = bench.crops(batch, size)
+    images = autoaugment_device.crops(batch, size)
     cpu_batch = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images])
     rows = []
     for label in POLICY_LABELS[:1] if quick else POLICY_LABELS:
-        row = bench.measure(label, args, images, cpu_batch, cpu_batch.to(device), device)
+        row = autoaugment_device.measure(label, args, images, cpu_batch, cpu_batch.to(device), device)
         rows.append({"policy": label, **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()}})
     return rows
 
@@ -406,8 +370,6 @@ MARKS = ("<!-- gpu_check:start -->", "<!-- gpu_check:end -->")
 
 def render_records(folder: Path, readme: Path | None) -> int:
     """gpu_check.md (and a README block) from the committed records: the check's, and a compiled pair's if any."""
-    from benchmarks.throughput import write_readme
-
     record = json.loads((folder / "gpu_check.json").read_text())
     compiled_file = folder / "compile.json"
     compiled = json.loads(compiled_file.read_text()) if compiled_file.is_file() else None
@@ -420,7 +382,7 @@ def render_records(folder: Path, readme: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, help="Fashion-MNIST (the .gz files or FashionMNIST/raw)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu-check")
     p.add_argument("--images", type=int, default=1024, help="generated JPEGs for the loaders' worker CPU time")
@@ -458,7 +420,7 @@ def check(args: argparse.Namespace, names: list[str]) -> int:
     record = {"cuda_tests": {}, "main_job": {}, "step": [], "policy": [], "loader": [], "proxy": [], "errors": {}}
     record["skipped"] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = data_path.make_jpeg_folder(Path(tmp) / "jpegs", 64 if args.quick else args.images)
+        folder = make_jpeg_folder(Path(tmp) / "jpegs", 64 if args.quick else args.images)
         main_job_folder = Path(tmp) / "main-job" / "jpegs" / "train"
         steps = {  # correctness first, then the most telling: a later step may meet the time budget
             "cuda_tests": lambda left: cuda_tests(min(left, CUDA_TESTS_TIMEOUT_S)),
@@ -501,7 +463,7 @@ def dry_run(args: argparse.Namespace, names: list[str]) -> int:
         "main_job": f"make {s.images} train JPEGs of 500x375 (quality 90) in {folder} ({s.classes} classes, one "
         f"process per core); time updates {s.warmup}-{s.warmup + s.timed} of each row (batch {s.batch}, "
         f"{s.size} px); then the profile",
-        "policy": "the recipes' policies on the device (benchmarks/autoaugment_device.py)",
+        "policy": "the recipes' policies on the device (benchmarks.autoaugment_device)",
         "loader": f"loaders side by side: {', '.join(LOADER_PIPELINES)}",
         "step": "the training step: model alone vs the harness, without and with torch.compile",
         "proxy": "rsb_a3 --budget proxy --epochs 1 on Fashion-MNIST, both paths, then --eval-only",
@@ -516,7 +478,7 @@ def dry_run(args: argparse.Namespace, names: list[str]) -> int:
                 print(f"  {setting}: $ {shlex.join(command)}")
             if args.timm_train_py is None:
                 print("  timm train.py: not run (no --timm-train-py)")
-            print(f"  profile: $ {sys.executable} {ROOT / 'benchmarks' / 'main_job.py'} profile --folder {folder}")
+            print(f"  profile: $ {shlex.join(main_job.profile_command(folder, args.quick))}")
     return 0
 
 

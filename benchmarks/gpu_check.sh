@@ -3,20 +3,20 @@
 # machine with no package index: it installs what the project needs from a wheel folder made beforehand, brings
 # its data (Fashion-MNIST; the JPEG folders are generated there) and timm's train.py (a pytorch-image-models
 # checkout copied into .gpu/ by --prepare), runs the tests marked cuda first (`python -m pytest -m cuda`, their
-# counts and failing ids kept in the record: correctness before speed), then measures (benchmarks/gpu_check.py says
-# what) and writes gpu_check.json and gpu_check.md, the device named.
+# counts and failing ids kept in the record: correctness before speed), then measures (`python -m benchmarks.gpu_check`,
+# benchmarks/gpu_check.py, says what) and writes gpu_check.json and gpu_check.md, the device named.
 #
 #   benchmarks/gpu_check.sh --prepare --timm-checkout DIR   # where the package index is: wheels, data, timm's
 #                                                           # train.py and timm/ from the checkout DIR, in .gpu/
 #   benchmarks/gpu_check.sh              # on the GPU machine, from the repository root (with .gpu/ copied along)
 #   benchmarks/gpu_check.sh --dry-run    # print every command instead of running it (with --prepare too), and
-#                                        # each step of gpu_check.py with the commands it runs (timm's train.py's)
+#                                        # each step of the check with the commands it runs (timm's train.py's)
 #   benchmarks/gpu_check.sh --timm-train-py PATH   # timm's train.py (default .gpu/pytorch-image-models/train.py)
 #   benchmarks/gpu_check.sh --quick      # every step at a tiny size; runs on a CPU
 #   benchmarks/gpu_check.sh --no-install # use the environment as it is (one that has the project's dependencies)
 #   benchmarks/gpu_check.sh --out DIR    # where the results go (default benchmarks/results/gpu-check)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.."                       # the repository root: `python -m benchmarks.gpu_check` runs from it
 
 GPU_DIR=${GPU_DIR:-.gpu}                      # ignored by git
 PYTHON=${PYTHON:-python3}
@@ -71,7 +71,7 @@ if [ "$prepare" -eq 1 ]; then
       echo "error: --timm-checkout $checkout has no train.py and timm/; pass a pytorch-image-models checkout" >&2
       exit 2
     fi
-    # train.py beside the checkout's own timm/ (Python puts the script's folder first on sys.path); no tests, docs
+    # train.py beside the checkout's own timm/ (Python imports from a script's own folder first); no tests, docs
     run mkdir -p "$GPU_DIR/pytorch-image-models"
     run cp -r "$checkout/train.py" "$checkout/timm" "$GPU_DIR/pytorch-image-models/"
   fi
@@ -93,8 +93,8 @@ if [ "$dry" -eq 0 ] && [ ! -f "$train_py" ]; then
   echo "error: no timm train.py at $train_py; run --prepare --timm-checkout DIR or pass --timm-train-py PATH" >&2
   exit 2
 fi
-run "$PYTHON" benchmarks/gpu_check.py --data-dir "$GPU_DIR/data/fashion-mnist" --out "$out" \
+run "$PYTHON" -m benchmarks.gpu_check --data-dir "$GPU_DIR/data/fashion-mnist" --out "$out" \
   --timm-train-py "$train_py" "${extra[@]}"
 if [ "$dry" -eq 1 ]; then
-  "$PYTHON" benchmarks/gpu_check.py --dry-run --timm-train-py "$train_py" "${extra[@]}"
+  "$PYTHON" -m benchmarks.gpu_check --dry-run --timm-train-py "$train_py" "${extra[@]}"
 fi

@@ -6,7 +6,7 @@ Rows (each its own process, so none inherits another's device memory or workers)
   `harness.train.build_run` and trained by `harness.engine.train_one_epoch`, as `--recipe rsb_a3 --dataset folder
   --batch-size 256 --micro-batch 256 --decode-on X --workers 14` would);
 - timm's `train.py` from a checkout, on the same folder with its prefetcher and the same workers, at A3's arguments;
-- the bare model: ResNet-50 forward, BCE, backward and LAMB step on a fixed batch (`gpu_check.model_step`).
+- the bare model: ResNet-50 forward, BCE, backward and LAMB step on a fixed batch (`common.model_step`).
 
 Every row prints a line per `LOG_EVERY` updates (timm's own `Train:` log lines; the others `update N`); the clock
 here stamps each line as it arrives, and the rate is the images between the first line at or after WARMUP updates
@@ -14,8 +14,8 @@ and the first at or after WARMUP + TIMED, over the time between them, all inside
 more than that), after which the process is stopped. Sampled over that window: GPU utilisation and memory
 (nvidia-smi), the host's CPU in use (psutil), and the process tree's resident memory.
 
-    python benchmarks/main_job.py --folder DIR --timm-train-py PATH/train.py --out record.json
-    python benchmarks/main_job.py harness --folder DIR --decode-on device    # one row's process (prints lines)
+    python -m benchmarks.main_job --folder DIR --timm-train-py PATH/train.py --out record.json
+    python -m benchmarks.main_job harness --folder DIR --decode-on device    # one row's process (prints lines)
 """
 
 from __future__ import annotations
@@ -36,11 +36,21 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import psutil  # accelerate's dependency
+import torch
+from rich.progress import Progress
 
-import psutil  # noqa: E402  (accelerate's dependency)
-import torch  # noqa: E402
+from benchmarks.common import ROOT, default_device, endless, make_jpeg_folder, model_step, script_command, sync
+from harness.build import build_mixup, build_model, build_optimizer, build_train_loss
+from harness.data.autoaugment import device_policy
+from harness.data.decode import DeviceDecoder, EncodedTrainTransform, collate_encoded
+from harness.data.device import DeviceStage, batch_generator
+from harness.data.loader import make_loader
+from harness.data.readers.folder import SkippingImageFolder
+from harness.engine import train_one_epoch
+from harness.run import parse_args, plan_run
+from harness.train import build_run, make_trainer
+from recipes import get_recipe
 
 WORKERS = 14
 BATCH = 256  # RSB A3's per-process batch (2048 over 8 GPUs)
@@ -73,14 +83,12 @@ def setting(quick: bool) -> Setting:
 
 
 def _make_part(args: tuple) -> int:
-    from benchmarks.data_path import make_jpeg_folder
-
     root, start, count, classes = args
     return make_jpeg_folder(root, count, classes=classes, seed=start, first=start) and count
 
 
 def make_folder(root: Path, train: int, classes: int, processes: int | None = None) -> Path:
-    """`train` JPEGs in train/ and one per class in val/ (benchmarks.data_path.make_jpeg_folder's photographs),
+    """`train` JPEGs in train/ and one per class in val/ (benchmarks.common.make_jpeg_folder's photographs),
     made by one process per core."""
     processes = processes or os.cpu_count() or 1
     chunk = -(-train // processes)
@@ -99,12 +107,6 @@ def make_folder(root: Path, train: int, classes: int, processes: int | None = No
 
 def harness_row(folder: Path, decode_on: str, s: Setting) -> None:
     """The harness's run of rsb_a3 on the folder, printing `update N` at every read of its device values."""
-    from rich.progress import Progress
-
-    from harness.engine import train_one_epoch
-    from harness.run import parse_args, plan_run
-    from harness.train import build_run, make_trainer
-
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"main-job-{os.getpid()}"
     # bfloat16 as the bare model and timm's row here (RSB's published float16 shows among the run's differences)
     argv = ["--recipe", "rsb_a3", "--dataset", "folder", "--data-dir", str(folder), "--batch-size", str(s.batch),
@@ -126,14 +128,11 @@ def harness_row(folder: Path, decode_on: str, s: Setting) -> None:
 
 def bare_row(s: Setting) -> None:
     """The model alone on a fixed batch, printing `update N` every LOG_EVERY steps after the device finished them."""
-    from benchmarks.gpu_check import model_step
-
-    step = model_step(s.batch, s.size, compiled=False)
+    step, device = model_step(s.batch, s.size, compiled=False), default_device()
     for update in itertools.count(1):
         step()
         if update % s.log_every == 0:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            sync(device)
             print(f"update {update}", flush=True)
 
 
@@ -154,7 +153,7 @@ def timm_command(train_py: Path, folder: Path, out: Path, s: Setting, cuda: bool
 def row_commands(
     folder: Path, train_py: Path | None, out: Path, s: Setting, quick: bool, cuda: bool
 ) -> dict[str, list[str]]:
-    here = [sys.executable, str(Path(__file__).resolve())] + (["--quick"] if quick else [])
+    here = script_command("main_job", *(["--quick"] if quick else []))
     commands = {
         "harness, decode on the device": [*here, "harness", "--folder", str(folder), "--decode-on", "device"],
         f"harness, decode in {s.workers} workers": [
@@ -210,14 +209,6 @@ class _Stages:
 
 def _profile_parts(folder: Path, s: Setting, device: torch.device):
     """The decode-on-device path of the main job, in its parts: loader, decoder, device stage, a training step."""
-    from harness.build import build_mixup, build_model, build_optimizer, build_train_loss
-    from harness.data.autoaugment import device_policy
-    from harness.data.decode import DeviceDecoder, EncodedTrainTransform, collate_encoded
-    from harness.data.device import DeviceStage
-    from harness.data.loader import make_loader
-    from harness.data.readers.folder import SkippingImageFolder
-    from recipes import get_recipe
-
     recipe = dataclasses.replace(get_recipe("rsb_a3"), img_size=s.size)
     dataset = SkippingImageFolder(folder / "train", EncodedTrainTransform(recipe))
     loader = make_loader(dataset, s.batch, True, s.workers, 0, device.type == "cuda", collate_fn=collate_encoded)
@@ -241,8 +232,6 @@ def _profile_parts(folder: Path, s: Setting, device: torch.device):
 
 
 def _one_batch(stages: _Stages, batches, decoder, stage, step, device: torch.device) -> None:
-    from harness.data.device import batch_generator
-
     encoded, labels = stages.run("fetch from the workers", lambda: next(batches))
     in_workers = encoded.decoded if encoded.decoded is not None else torch.empty(0)
     labels, in_workers = stages.run(
@@ -265,11 +254,9 @@ def _one_batch(stages: _Stages, batches, decoder, stage, step, device: torch.dev
 def profile_rows(folder: Path, s: Setting, batches: int = 20) -> list[dict]:
     """Per stage of a decode-on-device batch, run one after another and timed apart: the training process's
     main-thread CPU ms and the device's ms per batch; the workers' and the other threads' CPU ms per batch."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     loader, decoder, stage, step = _profile_parts(folder, s, device)
-    from benchmarks.data_path import _epochs
-
-    stream, stages, me = _epochs(loader), _Stages(device), psutil.Process()
+    stream, stages, me = endless(loader), _Stages(device), psutil.Process()
     for _ in range(max(2, s.workers)):  # warm-up: every worker started, cuDNN's choices made
         _one_batch(stages, stream, decoder, stage, step, device)
     stages.collect()
@@ -295,10 +282,13 @@ def profile_rows(folder: Path, s: Setting, batches: int = 20) -> list[dict]:
     return rows
 
 
+def profile_command(folder: Path, quick: bool) -> list[str]:
+    return script_command("main_job", *(["--quick"] if quick else []), "profile", "--folder", str(folder))
+
+
 def profile_process(folder: Path, quick: bool, timeout: float) -> list[dict]:
     """profile_rows in a process of its own (its workers and device memory its own)."""
-    here = [sys.executable, str(Path(__file__).resolve())] + (["--quick"] if quick else [])
-    result = subprocess.run([*here, "profile", "--folder", str(folder)], capture_output=True, text=True, cwd=ROOT,
+    result = subprocess.run(profile_command(folder, quick), capture_output=True, text=True, cwd=ROOT,
                             timeout=timeout)  # fmt: skip
     line = next((x for x in result.stdout.splitlines() if x.startswith("profile ")), None)
     if line is None:
@@ -420,7 +410,7 @@ def measure(folder: Path, train_py: Path | None, out: Path, s: Setting, quick: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.main_job", description=__doc__.splitlines()[0])
     p.add_argument("row", nargs="?", choices=("harness", "bare", "profile"), help="one row's process (prints lines)")
     p.add_argument("--folder", type=Path, help="a folder with train/ and val/ (made here when absent)")
     p.add_argument("--decode-on", default="device", choices=("device", "workers"))

@@ -1,8 +1,8 @@
 """RSB A3 on the in-memory path (RandAugment on the device) against the per-image path (timm's PIL pipeline in the
 workers), seed by seed, on the same machine: training images per second and top-1.
 
-    python benchmarks/memory_vs_workers.py --output benchmarks/memory-vs-workers --readme benchmarks/README.md
-    python benchmarks/memory_vs_workers.py --render benchmarks/memory-vs-workers --readme benchmarks/README.md
+    python -m benchmarks.memory_vs_workers --output benchmarks/memory-vs-workers --readme benchmarks/README.md
+    python -m benchmarks.memory_vs_workers --render benchmarks/memory-vs-workers --readme benchmarks/README.md
 
 Each seed runs the two paths back to back (memory first, then workers), so both see the machine in the same state.
 The records are the runs' own run directories; the table is rendered from their summary.json files.
@@ -17,12 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from benchmarks.throughput import write_readme  # noqa: E402
+from benchmarks.common import ROOT, harness_command, write_readme
 
 MARKS = ("<!-- memory_vs_workers:start -->", "<!-- memory_vs_workers:end -->")
 SETTINGS = {  # label: the options after --recipe rsb_a3 --budget proxy
@@ -41,20 +38,10 @@ def finished(label: str, path: str, seed: int, output: Path) -> bool:
 def run(label: str, path: str, seed: int, output: Path) -> None:
     """One run; its checkpoints are dropped afterwards (the record is the run directory's JSON, CSV and plots)."""
     before = set((output / label / path).glob("*"))
-    command = [
-        sys.executable,
-        str(ROOT / "harness" / "run.py"),
-        "--recipe",
-        "rsb_a3",
-        "--budget",
-        "proxy",
-        *SETTINGS[label],
-        *PATHS[path],
-        "--seed",
-        str(seed),
-        "--output",
-        str(output / label / path),
-    ]
+    command = harness_command(
+        "--recipe", "rsb_a3", "--budget", "proxy", *SETTINGS[label], *PATHS[path],
+        "--seed", str(seed), "--output", str(output / label / path),
+    )  # fmt: skip
     print("+ " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     for run_dir in set((output / label / path).glob("*")) - before:
@@ -102,7 +89,7 @@ def render(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory_vs_workers", description=__doc__.splitlines()[0])
     p.add_argument("--output", type=Path, help="run the pairs, writing run directories here")
     p.add_argument("--render", type=Path, help="only render the table from run directories already here")
     p.add_argument("--seeds", default="0,1,2")
@@ -121,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(folder)
     print(table)
     if args.readme:
-        write_readme(args.readme, f"`python benchmarks/memory_vs_workers.py --output {folder}`:\n\n{table}", *MARKS)
+        write_readme(args.readme, f"`python -m benchmarks.memory_vs_workers --output {folder}`:\n\n{table}", *MARKS)
     return 0
 
 

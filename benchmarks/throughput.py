@@ -1,8 +1,8 @@
 """Training throughput, side by side in one process tree on one machine: the model alone, the harness end to
 end (in-memory and per-image data paths), and a plain torchvision DataLoader pipeline as the seeds build it.
 
-    python benchmarks/throughput.py                       # ResNet-18, Fashion-MNIST, 28 px, batch 128
-    python benchmarks/throughput.py --readme benchmarks/README.md --record benchmarks/results/throughput-cpu.json
+    python -m benchmarks.throughput                       # ResNet-18, Fashion-MNIST, 28 px, batch 128
+    python -m benchmarks.throughput --readme benchmarks/README.md --record benchmarks/results/throughput-cpu.json
 
 On a GPU the same rows are measured at 224 px too, with the achieved TFLOP/s and its share of the
 device's dense bf16 peak (MFU), and RSB A3's setting is added: ResNet-50 at its 160 px train size, bf16,
@@ -22,19 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pandas as pd
+import torch
+import torchvision.transforms as T
+from torch.utils.flop_counter import FlopCounterMode
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torchvision.transforms as T  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from harness.build import build_model, build_optimizer, build_train_loss  # noqa: E402
-from harness.data import build_datasets  # noqa: E402
-from harness.data.memory import BatchAugment  # noqa: E402
-from harness.results import versions  # noqa: E402
-from recipes import get_recipe  # noqa: E402
+from benchmarks.common import ROOT, default_device, harness_command, seconds_per_call, sync, write_readme
+from harness.build import build_model, build_optimizer, build_train_loss
+from harness.data import build_datasets
+from harness.data.memory import BatchAugment
+from harness.results import versions
+from recipes import get_recipe
 
 # ResNet-18 with flips, rotation and colour jitter, trained here from scratch and with nothing frozen, so every
 # row runs the full forward and backward pass.
@@ -51,10 +49,6 @@ def bench_recipe(size: int, batch: int):
     )
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def flops_per_image(recipe, batch: int) -> float:
     """Forward + backward FLOPs of one training image (torch's flop counter, on the CPU)."""
     model = build_model(recipe, 10).to(memory_format=torch.channels_last)
@@ -64,20 +58,15 @@ def flops_per_image(recipe, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _train_steps(model, optimizer, loss_fn, batches, steps: int, warmup: int, amp: bool) -> float:
     """img/s over `steps` updates after `warmup`; `batches` yields (images, labels) on the device."""
     model.train()
     seen, start = 0, None
     for i, (x, y) in enumerate(batches):
         if i == warmup:
-            _sync()
+            sync(default_device())
             start, seen = time.perf_counter(), 0
-        with torch.autocast(device().type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(default_device().type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,13 +74,13 @@ def _train_steps(model, optimizer, loss_fn, batches, steps: int, warmup: int, am
         seen += len(y)
         if i + 1 == warmup + steps:
             break
-    _sync()
+    sync(default_device())
     return seen / (time.perf_counter() - start)
 
 
 def model_only(recipe, steps: int, warmup: int) -> float:
     """The ceiling: forward, backward and optimizer step on one fixed random batch already on the device."""
-    dev = device()
+    dev = default_device()
     model = build_model(recipe, 10).to(dev, memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     x = torch.randn(recipe.batch_size, 3, recipe.img_size, recipe.img_size, device=dev)
@@ -103,7 +92,7 @@ def model_only(recipe, steps: int, warmup: int) -> float:
 
 def dataloader_pipeline(recipe, steps: int, warmup: int, workers: int, data_dir: Path | None) -> float:
     """The seeds' way: per-image PIL transforms in DataLoader workers, batches copied to the device."""
-    dev = device()
+    dev = default_device()
     transform = T.Compose(
         [
             T.Grayscale(num_output_channels=3),
@@ -117,8 +106,13 @@ def dataloader_pipeline(recipe, steps: int, warmup: int, workers: int, data_dir:
     )
     train_set, _, _ = build_datasets("fashion_mnist", data_dir, False, transform, None)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=recipe.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+        train_set,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=workers > 0,
     )
     model = build_model(recipe, 10).to(dev, memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
@@ -133,29 +127,21 @@ def dataloader_pipeline(recipe, steps: int, warmup: int, workers: int, data_dir:
 
 def augment_seconds(recipe, steps: int, warmup: int) -> float:
     """Seconds the in-memory path spends augmenting one batch on the device: its share of each training step."""
-    dev = device()
+    dev = default_device()
     augment = BatchAugment(recipe, dev)
     batch = torch.randint(0, 256, (recipe.batch_size, 1, 28, 28), dtype=torch.uint8, device=dev)
     generator = torch.Generator(device=dev).manual_seed(0)
-    for _ in range(warmup):
-        augment(batch, generator)
-    _sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        augment(batch, generator)
-    _sync()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_call(lambda: augment(batch, generator), steps, warmup, dev)
 
 
 def harness_run(size: int, batch: int, loader: str, workers: int, data_dir: Path | None) -> dict:
     """One epoch of the real harness on Fashion-MNIST; its record gives the steady training img/s."""
     with tempfile.TemporaryDirectory() as out:
-        command = [
-            sys.executable, str(ROOT / "harness" / "run.py"), "--recipe", RECIPE, "--dataset", "fashion_mnist",
-            "--epochs", "1", "--batch-size", str(batch), "--set", "pretrained=False", "--set", "freeze_epochs=0",
-            "--set", f"img_size={size}", "--set", f"test_img_size={size}",
-            "--loader", loader, "--workers", str(workers), "--output", out,
-        ]
+        command = harness_command(
+            "--recipe", RECIPE, "--dataset", "fashion_mnist", "--epochs", "1", "--batch-size", str(batch),
+            "--set", "pretrained=False", "--set", "freeze_epochs=0", "--set", f"img_size={size}",
+            "--set", f"test_img_size={size}", "--loader", loader, "--workers", str(workers), "--output", out,
+        )  # fmt: skip
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
         result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -163,7 +149,7 @@ def harness_run(size: int, batch: int, loader: str, workers: int, data_dir: Path
             raise SystemExit(f"error: the harness run failed:\n{result.stderr[-2000:]}")
         summary = json.loads(next(Path(out).glob("*/summary.json")).read_text())
     return {"img_per_s": summary["train_img_per_s"], "peak_rss_mb": summary["peak_rss_mb"],
-            "data_path": summary["data_path"]}
+            "data_path": summary["data_path"]}  # fmt: skip
 
 
 def peak_tflops() -> float | None:
@@ -183,7 +169,7 @@ def measure(size: int, batch: int, steps: int, warmup: int, workers: int, data_d
          **harness_run(size, batch, "workers", workers, data_dir)},
         {"setting": f"torchvision DataLoader, PIL per image ({workers} workers)",
          "img_per_s": dataloader_pipeline(recipe, steps, warmup, workers, data_dir)},
-    ]
+    ]  # fmt: skip
     peak = peak_tflops()
     for row in rows:
         row.update({"img_size": size, "batch": batch})
@@ -209,10 +195,10 @@ def rsb_a3_rows(steps: int, warmup: int, workers: int, data_dir: Path | None) ->
     rows = [{"setting": "RSB A3: ResNet-50 model only (fixed random batch, bf16)", "img_per_s": model}]
     for compiled in (False, True):
         with tempfile.TemporaryDirectory() as out:
-            command = [
-                sys.executable, str(ROOT / "harness" / "run.py"), "--recipe", "rsb_a3", "--estimate",
-                "--micro-batch", str(RSB_A3_MICRO_BATCH), "--workers", str(workers), "--output", out,
-            ]
+            command = harness_command(
+                "--recipe", "rsb_a3", "--estimate", "--micro-batch", str(RSB_A3_MICRO_BATCH),
+                "--workers", str(workers), "--output", out,
+            )  # fmt: skip
             command += ["--compile"] if compiled else []
             command += ["--data-dir", str(data_dir)] if data_dir is not None else []
             subprocess.run(command, check=True, cwd=ROOT)
@@ -222,7 +208,7 @@ def rsb_a3_rows(steps: int, warmup: int, workers: int, data_dir: Path | None) ->
             "img_per_s": estimate["img_per_s"],
             "vs_model_only": estimate["img_per_s"] / model,
             "data_share_pct": 100 * estimate["data_wait_share"],
-        })
+        })  # fmt: skip
     peak = peak_tflops()
     for row in rows:
         row.update({"img_size": recipe.img_size, "batch": RSB_A3_MICRO_BATCH})
@@ -242,13 +228,17 @@ def render(rows: list[dict], meta: dict) -> str:
             "TFLOP/s": frame["tflops"].map("{:.3f}".format),
             "MFU": frame["mfu_pct"].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}%"),
             "harness / model only": frame.get("vs_model_only", pd.Series(dtype=float)).map(
-                lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+                lambda v: "" if pd.isna(v) else f"{v:.2f}"
+            ),
             "harness / DataLoader": frame.get("vs_dataloader", pd.Series(dtype=float)).map(
-                lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+                lambda v: "" if pd.isna(v) else f"{v:.2f}"
+            ),
             "augmentation / data-wait share of a step": frame.get("data_share_pct", pd.Series(dtype=float)).map(
-                lambda v: "" if pd.isna(v) else f"{v:.1f}%"),
+                lambda v: "" if pd.isna(v) else f"{v:.1f}%"
+            ),
             "peak RSS": frame.get("peak_rss_mb", pd.Series(dtype=float)).map(
-                lambda v: "" if pd.isna(v) else f"{v:.0f} MiB"),
+                lambda v: "" if pd.isna(v) else f"{v:.0f} MiB"
+            ),
         }
     )
     header = (
@@ -258,18 +248,8 @@ def render(rows: list[dict], meta: dict) -> str:
     return header + "\n\n" + shown.to_markdown(index=False) + "\n"
 
 
-def write_readme(path: Path, table: str, start: str = MARK_START, end: str = MARK_END) -> None:
-    """Replace the block between the `start` and `end` markers of a Markdown file with `table`."""
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"error: {path} has no {start} ... {end} block to replace")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{table}{end}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=100, help="timed updates for the in-process rows")
     p.add_argument("--warmup", type=int, default=10)
@@ -282,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     sizes = [28, 224] if torch.cuda.is_available() else [28]
     rows = [row for size in sizes for row in measure(size, args.batch_size, args.steps, args.warmup, args.workers,
-                                                      args.data_dir)]
+                                                      args.data_dir)]  # fmt: skip
     if torch.cuda.is_available():
         rows += rsb_a3_rows(args.steps, args.warmup, args.workers, args.imagenet_dir)
     meta = {
-        "command": "python benchmarks/throughput.py" + (" " + " ".join(argv) if argv else ""),
+        "command": "python -m benchmarks.throughput" + (" " + " ".join(argv) if argv else ""),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)",
         "cpu_threads": torch.get_num_threads(),
         "versions": versions(),
@@ -297,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         args.record.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     if args.readme:
-        write_readme(args.readme, table)
+        write_readme(args.readme, table, MARK_START, MARK_END)
     return 0
 
 

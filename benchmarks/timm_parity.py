@@ -1,8 +1,8 @@
 """The same recipe trained by timm's train.py and by the harness, seed by seed, on the real Fashion-MNIST.
 
-    python benchmarks/timm_parity.py --timm-train-py ~/pytorch-image-models/train.py \
+    python -m benchmarks.timm_parity --timm-train-py ~/pytorch-image-models/train.py \
         --output benchmarks/timm-parity --readme benchmarks/README.md
-    python benchmarks/timm_parity.py --render benchmarks/timm-parity --readme benchmarks/README.md
+    python -m benchmarks.timm_parity --render benchmarks/timm-parity --readme benchmarks/README.md
 
 timm's train.py comes from the user's own checkout of pytorch-image-models; it is run, never copied here. The recipe
 is benchmarks/timm_parity.yaml (RSB A3's procedure: LAMB, BCE, Mixup/CutMix, RandAugment, cosine with a warmup, at
@@ -25,25 +25,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from PIL import Image
+from scipy import stats
 
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from benchmarks.throughput import write_readme  # noqa: E402
+from benchmarks.common import ROOT, harness_command, write_readme
+from harness.data.readers.idx import idx_splits
 
 MARKS = ("<!-- timm_parity:start -->", "<!-- timm_parity:end -->")
 RECIPE = ROOT / "benchmarks" / "timm_parity.yaml"
-HARNESS = [sys.executable, str(ROOT / "harness" / "run.py")]
+HARNESS = harness_command()
 
 
 def make_folder(folder: Path, train_per_class: int, val_per_class: int) -> None:
     """train/ and val/ class folders of Fashion-MNIST PNGs (the Debian package's files), made once."""
-    from PIL import Image
-
-    from harness.data.readers.idx import idx_splits
-
     if (folder / "done").is_file():
         return
     train, val, _ = idx_splits("fashion_mnist", None, False, None, None)
@@ -177,7 +172,11 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.timm_parity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--timm-train-py", type=Path, help="train.py of a pytorch-image-models checkout")
     p.add_argument("--output", type=Path, default=ROOT / "runs" / "timm-parity")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "timm-parity-work", help="the PNG folders, exports")
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.readme:
         where = output.relative_to(ROOT)
-        command = f"`python benchmarks/timm_parity.py --timm-train-py PATH/train.py --output {where}`"
+        command = f"`python -m benchmarks.timm_parity --timm-train-py PATH/train.py --output {where}`"
         write_readme(args.readme, f"{command}:\n\n{table}", *MARKS)
     return 0
 

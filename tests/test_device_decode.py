@@ -54,7 +54,8 @@ def jpeg(image: Image.Image, **options) -> bytes:
 
 @pytest.fixture(scope="module")
 def photo_jpegs() -> list[bytes]:
-    """scikit-learn's two photographs and two crops of each, at JPEG quality 90 (as benchmarks/data_path.py makes)."""
+    """scikit-learn's two photographs and two crops of each, at JPEG quality 90 (as
+    benchmarks.common.make_jpeg_folder makes)."""
     photos = [Image.fromarray(p) for p in load_sample_images().images]
     return [jpeg(p.crop(box)) for p in photos for box in [(0, 0, 640, 427), (60, 40, 560, 415), (200, 0, 500, 300)]]
 

@@ -33,7 +33,7 @@ def test_dry_run_installs_from_the_wheel_folder_without_an_index_and_runs_the_ch
     install, driver = commands[0], commands[-1]
     assert "-m pip install" in install and "--no-index" in install and f"{tmp_path}/gpu/wheels/*.whl" in install
     assert driver.endswith(
-        f"benchmarks/gpu_check.py --data-dir {tmp_path}/gpu/data/fashion-mnist --out {tmp_path}/out "
+        f" -m benchmarks.gpu_check --data-dir {tmp_path}/gpu/data/fashion-mnist --out {tmp_path}/out "
         f"--timm-train-py {tmp_path}/gpu/pytorch-image-models/train.py"
     )
     assert not (tmp_path / "out").exists() and not (tmp_path / "gpu").exists()
