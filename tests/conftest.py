@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from accelerate.state import AcceleratorState, GradientState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +62,14 @@ def only_summary(output: Path) -> dict:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """A test that builds its own Accelerator in this process (another precision or device than an earlier one):
+    accelerate's shared state is reset around it."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -86,23 +86,31 @@ def busy(matrices: tuple[torch.Tensor, torch.Tensor], times: int) -> None:
         a = (a @ b).mul_(1e-3)
 
 
-def test_device_decode_over_many_batches_under_a_busy_gpu_gives_the_host_decoders_pixels():
+def test_device_decode_over_many_batches_under_a_busy_gpu_gives_the_host_decoders_pixels(monkeypatch):
     """The race detector for the decode stream: nvJPEG writes on a stream of its own, so without the decode thread
     waiting for its stream, blocks the allocator hands back could be overwritten before the last batch's resizes
-    read them. nvJPEG and libjpeg differ by a level or two on these images; a pixel of another image would differ
-    by tens of levels."""
+    read them. Each crop is held back on the decode stream (a GPU sleep queued before it), so those resizes are
+    still waiting when the next batch decodes. nvJPEG and libjpeg differ by a level or two on these images; a pixel
+    of another image would differ by tens of levels."""
     device = torch.device("cuda", torch.cuda.current_device())
     jpegs = smooth_jpegs(2 * BATCH)
     batches, items = encoded_batches(jpegs, BATCHES)
-    loader = DecodingLoader(
-        batches, DeviceStage(a3(), device, train=True), DeviceDecoder(SIZE, device, Images(jpegs)), 0, 0, device
-    )
+    crop = DeviceDecoder.crop
+
+    def held_back_crop(self, decoded, image):
+        torch.cuda._sleep(2_000_000)  # on the current stream: the decode thread's
+        return crop(self, decoded, image)
+
+    monkeypatch.setattr(DeviceDecoder, "crop", held_back_crop)
+    decoder = DeviceDecoder(SIZE, device, Images(jpegs))
+    loader = DecodingLoader(batches, DeviceStage(a3(), device, train=True), decoder, 0, 0, device)
     matrices = (torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device))
     outputs = []
     for images, _ in loader.batches():
         busy(matrices, 12)
         outputs.append(images)  # kept on the device, read back after the last batch only
     torch.cuda.synchronize(device)
+    assert not decoder.codes.any(), "images fell back to the host decoder: nvJPEG was not what was compared"
     got = torch.cat(outputs).mul(255).cpu()
     host = [decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB) for data in jpegs]
     expected = torch.stack([host_crop(host[int(item.name[:3])], item) for item in items])
@@ -167,7 +175,9 @@ def test_a_real_out_of_memory_in_nvjpegs_outputs_is_named_and_blames_no_image(tm
 
 
 @pytest.mark.slow  # a run
-def test_out_of_memory_in_the_decode_stops_a_gpu_run_in_one_line_naming_it(tmp_path, monkeypatch, capsys):
+def test_out_of_memory_in_the_decode_stops_a_gpu_run_in_one_line_naming_it(
+    tmp_path, monkeypatch, capsys, fresh_accelerator_state
+):
     root = tmp_path / "folder"
     for split, count in (("train", 32), ("val", 8)):
         for i, data in enumerate(smooth_jpegs(count, seed=2)):

@@ -318,6 +318,8 @@ class DeviceDecoder:
     (0: it was not, or not seen); each new one is also written to the run directory's FALLBACK_LOG."""
 
     def __init__(self, size: int, device: torch.device, dataset: Dataset):
+        if device.type == "cuda" and device.index is None:  # torchvision keeps one decoder, made for one index
+            device = torch.device("cuda", torch.cuda.current_device())
         self.size, self.device, self.dataset = [size, size], device, dataset
         self.codes = np.zeros(len(_base(dataset)), dtype=np.int8)
 
@@ -383,7 +385,9 @@ class DeviceDecoder:
             note_unreadable(getattr(base, "unreadable_log", None), getattr(base, "split", "train"), image.name)
             return None
         self._fell_back(image.index, REJECTED)
-        return decoded.to(self.device)
+        if self.device.type == "cuda":  # from pinned memory, so the copy does not wait for the device
+            decoded = decoded.pin_memory()
+        return decoded.to(self.device, non_blocking=True)
 
     def _fell_back(self, index: int, reason: str) -> None:
         """Count dataset image `index` as decoded elsewhere for `reason`, in `codes` and, the first time, the log."""
