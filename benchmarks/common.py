@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from harness.build import build_model, build_optimizer, build_train_loss
+from harness.estimate import sync
 from recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +35,6 @@ def script_command(name: str, *args: str) -> list[str]:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the work queued on `device` (nothing to wait for on the CPU), so a clock read after it is true."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def seconds_per_call(fn: Callable[[], object], calls: int, warmup: int, device: torch.device) -> float:

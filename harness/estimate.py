@@ -83,7 +83,8 @@ def synthetic_splits(plan, args: argparse.Namespace, recipe, route) -> Splits:
     return Splits(train, evaluate, classes, None, [note])
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on `device` (nothing to wait for on the CPU), so a clock read after it is true."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -111,10 +112,10 @@ def time_updates(t: Trainer, warmup: int, timed: int) -> dict:
         for _ in range(t.accum_steps):
             fetched = time.perf_counter()
             images, targets = next(batches)
-            _sync(device)
+            sync(device)
             started = time.perf_counter()
             train_micro_step(t, images, targets, tally)
-            _sync(device)
+            sync(device)
             if update >= warmup:
                 data_s += started - fetched
                 compute_s += time.perf_counter() - started
@@ -132,13 +133,13 @@ def time_evaluation(t: Trainer, batches: int) -> float:
     images, _ = next(loader)
     with t.accelerator.autocast():
         t.model(images)
-    _sync(device)
+    sync(device)
     seen, start = 0, time.perf_counter()
     for _, (images, _targets) in zip(range(batches), loader, strict=False):
         with t.accelerator.autocast():
             t.model(images)
         seen += images.shape[0]
-    _sync(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     if not seen:  # a one-batch eval set: the warm batch is all there is
         return images.shape[0] / max(elapsed, 1e-9)

@@ -378,6 +378,13 @@ def choose_data(args: argparse.Namespace, recipe: Recipe, notices: list[str]) ->
     return DataChoice(dataset, source, budget)
 
 
+def explained(error: Exception, stand_in: str | None) -> str:
+    """An error's text, and where it quotes a batch or an epoch count of a plan on the stand-in, whose they are."""
+    if stand_in is None or not QUOTES_BATCH_OR_EPOCHS.search(str(error)):
+        return str(error)
+    return f"{error} {stand_in}"
+
+
 def stand_in_context(published: Recipe, data: DataChoice) -> str:
     """What an error about a stand-in plan's batch or epochs must add: whose numbers they are."""
     return (
@@ -399,9 +406,9 @@ def plan_run(args: argparse.Namespace) -> Plan:
     try:
         return _plan_recipe(args, resolved, data, notices, log_with)
     except ConfigError as e:
-        if data.stand_in_for is None or not QUOTES_BATCH_OR_EPOCHS.search(str(e)):
+        if data.stand_in_for is None:
             raise
-        raise ConfigError(f"{e} {stand_in_context(resolved.published, data)}") from None
+        raise ConfigError(explained(e, stand_in_context(resolved.published, data))) from None
 
 
 def _plan_recipe(
@@ -565,8 +572,7 @@ def _run_all(plans: list[Plan], runs: list[argparse.Namespace], args: argparse.N
         try:
             status = run_one(plan, run)
         except RUN_ERRORS as e:
-            context = f" {plan.stand_in}" if plan.stand_in and QUOTES_BATCH_OR_EPOCHS.search(str(e)) else ""
-            print(f"error: {e}{context}", file=sys.stderr)
+            print(f"error: {explained(e, plan.stand_in)}", file=sys.stderr)
             return 2
         if status:
             return status
@@ -583,9 +589,9 @@ def _dump(plan: Plan, args: argparse.Namespace) -> int:
             return dump_timm_args(plan, args)
         return dump_recipe(plan, args.dump_recipe)
     except ConfigError as e:
-        if plan.stand_in is None or not QUOTES_BATCH_OR_EPOCHS.search(str(e)):
+        if plan.stand_in is None:
             raise
-        raise ConfigError(f"{e} {plan.stand_in}") from None
+        raise ConfigError(explained(e, plan.stand_in)) from None
 
 
 def _describe(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ from harness.data import (
     unreadable_images,
 )
 from harness.data.autoaugment import device_policy
-from harness.data.decode import decode_fallbacks, with_decode
+from harness.data.decode import decode_fallbacks, wants_cuda, with_decode
 from harness.data.device import random_erasing
 from harness.data.loader import worker_eval_loader, worker_train_loader
 from harness.data.memory import memory_loaders
@@ -84,11 +84,6 @@ from recipes import Recipe, Reference
 RUN_ERRORS = (ConfigError, DataError, CheckpointError, WeightsError, OSError)
 
 
-def _wants_cuda() -> bool:
-    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
-    return torch.cuda.is_available() and not forced_cpu
-
-
 def make_accelerator(
     amp: bool,
     freezes: bool = False,
@@ -103,18 +98,18 @@ def make_accelerator(
     A recipe that freezes parameters for a while needs DDP to tolerate parameters without gradients;
     `compile_model` has `prepare` wrap the model in torch.compile (inductor)."""
     precision = "no"
-    if amp and _wants_cuda():
+    if amp and wants_cuda():
         precision = "bf16" if amp_dtype == "bfloat16" and torch.cuda.is_bf16_supported() else "fp16"
     # cpu=True also lets several CPU processes form a gloo group (accelerate's MULTI_CPU).
     # A seedable sampler makes each epoch's order a function of (seed, epoch), so a resume repeats it.
     return Accelerator(
         mixed_precision=precision,
         step_scheduler_with_optimizer=False,
-        cpu=not _wants_cuda(),
+        cpu=not wants_cuda(),
         # Pinned batches move to the GPU without blocking the host (the per-image path pins them).
         # data_seed: the same shuffle on every process (else accelerate seeds it from torch's seed, seed + rank).
         dataloader_config=DataLoaderConfiguration(
-            use_seedable_sampler=True, data_seed=data_seed, non_blocking=_wants_cuda()
+            use_seedable_sampler=True, data_seed=data_seed, non_blocking=wants_cuda()
         ),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if freezes else None,
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if compile_model else None,

@@ -114,11 +114,16 @@ def device_failure(error: BaseException) -> str | None:
     return None
 
 
-def planned_device() -> torch.device:
-    """The device this process will train on, known before the Accelerator exists: its local GPU where CUDA is there
-    and not turned off (ACCELERATE_USE_CPU), else the CPU (as harness.train.make_accelerator decides)."""
+def wants_cuda() -> bool:
+    """Whether this process trains on CUDA: CUDA is there and not turned off (ACCELERATE_USE_CPU)."""
     forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
-    if torch.cuda.is_available() and not forced_cpu:
+    return torch.cuda.is_available() and not forced_cpu
+
+
+def planned_device() -> torch.device:
+    """The device this process will train on, known before the Accelerator exists (harness.train.make_accelerator
+    decides by `wants_cuda` too): its local GPU, else the CPU."""
+    if wants_cuda():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     return torch.device("cpu")
 
