@@ -58,10 +58,10 @@ from benchmarks.common import (
     seconds_per_call,
     write_readme,
 )
+from harness.accelerator import make_accelerator
 from harness.build import build_mixup, build_model, build_optimizer, build_scheduler, build_train_loss
 from harness.engine import DeviceTally, Trainer, count_update, train_micro_step
 from harness.results import atomic_write_json, atomic_write_text, versions
-from harness.train import make_accelerator
 
 WORKERS = 14
 

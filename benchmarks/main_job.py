@@ -3,7 +3,7 @@ the steady state, beside timm's `train.py` on the same folder and the bare model
 
 Rows (each its own process, so none inherits another's device memory or workers):
 - the harness with decode on the device, and with decode in the workers (`harness/run.py`'s run, built by
-  `harness.train.build_run` and trained by `harness.engine.train_one_epoch`, as `--recipe rsb_a3 --dataset folder
+  `harness.assemble.build_run` and trained by `harness.engine.train_one_epoch`, as `--recipe rsb_a3 --dataset folder
   --batch-size 256 --micro-batch 256 --decode-on X --workers 14` would);
 - timm's `train.py` from a checkout, on the same folder with its prefetcher and the same workers, at A3's arguments;
 - the bare model: ResNet-50 forward, BCE, backward and LAMB step on a fixed batch (`common.model_step`).
@@ -41,6 +41,7 @@ import torch
 from rich.progress import Progress
 
 from benchmarks.common import ROOT, default_device, endless, make_jpeg_folder, model_step, script_command, sync
+from harness.assemble import build_run
 from harness.build import build_mixup, build_model, build_optimizer, build_train_loss
 from harness.data.autoaugment import device_policy
 from harness.data.decode import DeviceDecoder, EncodedTrainTransform, collate_encoded
@@ -48,8 +49,8 @@ from harness.data.device import DeviceStage, batch_generator
 from harness.data.loader import make_loader
 from harness.data.readers.folder import SkippingImageFolder
 from harness.engine import train_one_epoch
-from harness.run import parse_args, plan_run
-from harness.train import build_run, make_trainer
+from harness.fitting import make_trainer
+from harness.plan import RunOptions, plan
 from recipes import get_recipe
 
 WORKERS = 14
@@ -109,13 +110,19 @@ def harness_row(folder: Path, decode_on: str, s: Setting) -> None:
     """The harness's run of rsb_a3 on the folder, printing `update N` at every read of its device values."""
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"main-job-{os.getpid()}"
     # bfloat16 as the bare model and timm's row here (RSB's published float16 shows among the run's differences)
-    argv = ["--recipe", "rsb_a3", "--dataset", "folder", "--data-dir", str(folder), "--batch-size", str(s.batch),
-            "--micro-batch", str(s.batch), "--workers", str(s.workers), "--decode-on", decode_on,
-            "--log-every", str(s.log_every), "--output", str(out), "--set", f"img_size={s.size}",
-            "--set", "amp_dtype='bfloat16'"]  # fmt: skip
-    args = parse_args(argv)
-    plan = plan_run(args)
-    run = build_run(plan, args)
+    options = RunOptions(
+        recipe="rsb_a3",
+        dataset="folder",
+        data_dir=folder,
+        batch_size=s.batch,
+        micro_batch=s.batch,
+        workers=s.workers,
+        decode_on=decode_on,
+        log_every=s.log_every,
+        output=out,
+        overrides=(f"img_size={s.size}", "amp_dtype='bfloat16'"),
+    )
+    run = build_run(plan(options))
     trainer = make_trainer(run)
     trainer.on_log = lambda updates, _values: print(f"update {updates}", flush=True)
     config = {"decode_on": run.decode_on, "augment_on": run.augment_on, "img_size": run.recipe.img_size,

@@ -8,7 +8,6 @@ random images of its shape and split sizes stand in (no JPEG decoding, which a r
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -20,13 +19,17 @@ from PIL import Image
 from rich.table import Table
 from torch.utils.data import Dataset
 
+from harness.assemble import BuiltRun, Splits, build_run
 from harness.config import ConfigError, budget_limits
 from harness.data import dataset_info, first
+from harness.data.route import DataRoute
 from harness.data.transforms import worker_transforms
 from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
+from harness.fitting import make_trainer
+from harness.plan import RunSpec
 from harness.report import wide_console
 from harness.results import atomic_write_json, new_run_dir, peak_rss_mb, versions
-from harness.train import Splits, build_run, make_trainer
+from recipes import Recipe
 
 WARMUP_UPDATES = 3
 TIMED_UPDATES = 20
@@ -68,15 +71,15 @@ class SyntheticImages(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
-def synthetic_splits(plan, args: argparse.Namespace, recipe, route) -> Splits:
+def synthetic_splits(spec: RunSpec, recipe: Recipe, route: DataRoute) -> Splits:
     """Stand-ins for an absent dataset: its channels, native size (or FILE_IMAGE_SIZE) and split sizes."""
-    info = dataset_info(plan.dataset)
-    if plan.dataset not in SPLIT_SIZES:
-        raise ConfigError(f"--estimate needs {plan.dataset} on disk (its size is unknown): {info.how_to_get}")
+    info = dataset_info(spec.dataset)
+    if spec.dataset not in SPLIT_SIZES:
+        raise ConfigError(f"--estimate needs {spec.dataset} on disk (its size is unknown): {info.how_to_get}")
     train_tf, eval_tf = worker_transforms(recipe, info.channels, route)
     size, classes, memory = info.native_size or FILE_IMAGE_SIZE, info.num_classes or 1000, route.path == "memory"
-    limits = budget_limits(plan.budget)
-    n_train, n_eval = SPLIT_SIZES[plan.dataset]
+    limits = budget_limits(spec.budget)
+    n_train, n_eval = SPLIT_SIZES[spec.dataset]
     train = first(SyntheticImages(n_train, info.channels, size, classes, train_tf, memory), limits.max_train_samples)
     evaluate = first(SyntheticImages(n_eval, info.channels, size, classes, eval_tf, memory), limits.max_eval_samples)
     note = f"synthetic data: {len(train)} train / {len(evaluate)} eval random {size}x{size} images"
@@ -146,7 +149,7 @@ def time_evaluation(t: Trainer, batches: int) -> float:
     return seen / elapsed
 
 
-def projection(run, t: Trainer, timing: dict, eval_img_per_s: float, eval_samples: int) -> dict:
+def projection(run: BuiltRun, t: Trainer, timing: dict, eval_img_per_s: float, eval_samples: int) -> dict:
     """One epoch (training and every evaluation it runs) and the whole schedule, from the timings."""
     evaluations = 2 if t.ema is not None else 1  # the EMA weights are evaluated too
     train_epoch_s = t.updates_per_epoch * timing["update_s"]
@@ -186,18 +189,18 @@ def process_age_s() -> float | None:
     return uptime_s - started_ticks / os.sysconf("SC_CLK_TCK")
 
 
-def estimate(plan, args: argparse.Namespace) -> int:
+def estimate(spec: RunSpec) -> int:
     """Build the run, time it, write estimate.json in a new run directory and print it."""
-    synthetic = plan.synthetic_data  # decided while planning, where the dataset was looked for
-    run = build_run(plan, args, load=synthetic_splits if synthetic else None)
+    synthetic = spec.synthetic_data  # decided while planning, where the dataset was looked for
+    run = build_run(spec, load=synthetic_splits if synthetic else None)
     t = make_trainer(run)
     startup_s = process_age_s()  # the interpreter, the imports, the data and the model, before the first update
     timing = time_updates(t, WARMUP_UPDATES, TIMED_UPDATES)
     record = {
         "recipe": run.recipe.name,
         "model": run.recipe.model,
-        "dataset": plan.dataset,
-        "budget": plan.budget,
+        "dataset": spec.dataset,
+        "budget": spec.budget,
         "synthetic_data": synthetic,
         **projection(run, t, timing, time_evaluation(t, EVAL_BATCHES), run.eval_samples),
         "startup_s": startup_s,
@@ -213,12 +216,13 @@ def estimate(plan, args: argparse.Namespace) -> int:
         "warmup_updates": WARMUP_UPDATES,
         "timed_updates": TIMED_UPDATES,
         "differences": run.differences,
-        "notices": plan.notices + run.notes,
+        "notices": [*spec.notices, *run.notes],
         "versions": versions(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if run.accelerator.is_main_process:
-        run_dir = new_run_dir(args.output, f"estimate-{run.recipe.name}", plan.dataset, plan.budget, args.seed)
+        options = spec.options
+        run_dir = new_run_dir(options.output, f"estimate-{run.recipe.name}", spec.dataset, spec.budget, options.seed)
         atomic_write_json(run_dir / "estimate.json", record)
         print_estimate(record)
         wide_console().print(f"wrote {run_dir / 'estimate.json'}")

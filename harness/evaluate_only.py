@@ -9,7 +9,6 @@ earn a verdict against the reported number, as timm's validate.py and sotabench 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from datetime import datetime, timezone
@@ -18,6 +17,8 @@ import torch
 from accelerate import Accelerator
 from timm.models import split_model_name_tag
 
+from harness.accelerator import start_accelerator
+from harness.assemble import settle_route
 from harness.batching import split_batch
 from harness.config import budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, dataset_source, first
@@ -25,16 +26,19 @@ from harness.data.loader import worker_eval_loader
 from harness.data.memory import memory_eval_loader
 from harness.data.transforms import worker_transforms
 from harness.engine import evaluate
+from harness.plan import RunSpec
+from harness.publish import publish_record
 from harness.report import wide_console
 from harness.results import peak_rss_mb, versions
-from harness.train import choose_route, publish_record, shared_run_dir, start_accelerator
+from harness.run_dir import shared_run_dir
 from harness.weights import model_with_weights
+from recipes import Recipe
 
 # The recipe fields that change what an evaluation measures; differences in training settings do not.
 EVAL_FIELDS = ("model", "dataset", "test_img_size", "crop_pct", "interpolation", "mean", "std")
 
 
-def evaluation_differences(published, recipe, extra: list[str]) -> list[str]:
+def evaluation_differences(published: Recipe, recipe: Recipe, extra: list[str]) -> list[str]:
     """The fidelity lines of the evaluation settings only. A pretrained tag (`resnet50.a3_in1k`) names weights of
     the published architecture, not another model."""
     same_arch = split_model_name_tag(published.model)[0] == split_model_name_tag(recipe.model)[0]
@@ -43,51 +47,52 @@ def evaluation_differences(published, recipe, extra: list[str]) -> list[str]:
     return [line for line in lines if line.split(":", 1)[0] in fields] + extra
 
 
-def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
+def _eval_loader(spec: RunSpec, recipe: Recipe, accelerator: Accelerator, per_device: int):
     """(eval loader prepared for the processes, eval images, images before the budget's limit, classes, names)."""
-    info = dataset_info(plan.dataset)
-    route = choose_route(args, recipe, plan.dataset, accelerator.num_processes)
+    info, options = dataset_info(spec.dataset), spec.options
+    route = settle_route(spec, recipe, accelerator)
     eval_tf = worker_transforms(recipe, info.channels, route)[1]
-    source = plan.source or plan.dataset
-    train_set, eval_set, num_classes = build_datasets(source, args.data_dir, args.download, None, eval_tf)
+    source = spec.source or spec.dataset
+    train_set, eval_set, num_classes = build_datasets(source, options.data_dir, options.download, None, eval_tf)
     full_eval = len(eval_set)
-    eval_set = first(eval_set, budget_limits(plan.budget).max_eval_samples)
+    eval_set = first(eval_set, budget_limits(spec.budget).max_eval_samples)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
     if route.path == "memory":
         loader = memory_eval_loader(
             recipe,
             eval_set,
             per_device,
-            args.seed,
+            options.seed,
             accelerator.device,
             accelerator.process_index,
             accelerator.num_processes,
         )
     else:
-        loader = worker_eval_loader(accelerator, recipe, eval_set, per_device, args.workers, args.seed)
+        loader = worker_eval_loader(accelerator, recipe, eval_set, per_device, options.workers, options.seed)
     return loader, route.path, eval_set, full_eval, num_classes, class_names
 
 
-def evaluate_weights(plan, args: argparse.Namespace) -> int:
+def evaluate_weights(spec: RunSpec) -> int:
+    """Evaluate the spec's weights on every process and write the record (main process)."""
     wall_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    accelerator, cpu_threads = start_accelerator(plan.recipe, args)
-    recipe = dataclasses.replace(plan.recipe, amp=accelerator.mixed_precision != "no")
+    accelerator, cpu_threads = start_accelerator(spec, trackers=False)
+    recipe = dataclasses.replace(spec.recipe, amp=accelerator.mixed_precision != "no")
     world = accelerator.num_processes
     per_device = split_batch(recipe.batch_size, world, None).per_process
     loader, data_path, eval_set, full_eval, num_classes, class_names = _eval_loader(
-        plan, args, recipe, accelerator, per_device
+        spec, recipe, accelerator, per_device
     )
     eval_images = len(eval_set)
-    model, weights = model_with_weights(recipe, num_classes, args.pretrained_file, keep_head=True)
+    model, weights = model_with_weights(recipe, num_classes, spec.options.pretrained_file, keep_head=True)
     model = accelerator.prepare(model.to(memory_format=torch.channels_last))
     extra = [f"eval images: first {eval_images} of {full_eval}"] if eval_images < full_eval else []
-    differences = evaluation_differences(plan.published, recipe, extra)
+    differences = evaluation_differences(spec.published, recipe, extra)
 
     console = wide_console()
-    run_dir = shared_run_dir(accelerator, plan, args, recipe, label=f"{recipe.name}-eval")
+    run_dir = shared_run_dir(accelerator, spec, recipe, label=f"{recipe.name}-eval")
     if accelerator.is_main_process:
-        for notice in plan.notices:
+        for notice in spec.notices:
             console.print(f"[yellow]note:[/] {notice}")
         console.print(f"run directory: {run_dir} (evaluation only)")
     final = evaluate(accelerator, model, loader, num_classes)
@@ -99,9 +104,9 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
         "eval_only": True,
         "recipe": recipe.name,
         "model": recipe.model,
-        "dataset": plan.dataset,
+        "dataset": spec.dataset,
         "source": dataset_source(eval_set),
-        "budget": plan.budget,
+        "budget": spec.budget,
         **final,
         "class_names": class_names,
         "wall_time_s": time.perf_counter() - wall_start,
@@ -115,11 +120,11 @@ def evaluate_weights(plan, args: argparse.Namespace) -> int:
         "peak_rss_mb": peak_rss_mb(),
         "device": str(accelerator.device),
         "cpu_threads_per_process": cpu_threads,
-        "seed": args.seed,
-        "reference": dataclasses.asdict(plan.published.reference),
-        "tolerance": plan.published.tolerance,
+        "seed": spec.options.seed,
+        "reference": dataclasses.asdict(spec.published.reference),
+        "tolerance": spec.published.tolerance,
         "fidelity": differences,
-        "notices": plan.notices,
+        "notices": list(spec.notices),
         "weights": weights,
         "versions": versions(),
         "started_at": started,

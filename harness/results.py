@@ -145,7 +145,7 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
     """summary.json of a finished run: what ran, on what, how fast, how well, and how it differs from the paper.
 
     `run` is train.py's BuiltRun, `trainer` the engine's Trainer after fitting, `final` the last evaluation."""
-    recipe, plan, args, history = run.recipe, run.plan, run.args, trainer.history
+    recipe, spec, options, history = run.recipe, run.spec, run.spec.options, trainer.history
     speeds = [row["train_img_per_s"] for row in history]
     # The first best, as timm's saver keeps it: by the EMA's top-1 when the EMA is evaluated.
     best = max(history, key=tracked_top1) if history else None
@@ -163,10 +163,10 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "status": "complete",
         "recipe": recipe.name,
         "model": recipe.model,
-        "dataset": plan.dataset,
+        "dataset": spec.dataset,
         # Where the data was read from: format, root, each split's files and sizes (harness.data.sources).
         "source": dataset_source(run.datasets[1]),
-        "budget": plan.budget,
+        "budget": spec.budget,
         "epochs_run": len(history),
         "stopped_early_at_epoch": trainer.stopped_early_at_epoch,
         "train_top1": history[-1]["train_top1"] if history else None,
@@ -198,20 +198,20 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "decode_on": run.decode_on,
         "decode_fallbacks": run.decode_fallbacks,
         "channels_last": True,
-        "compiled": args.compile,
+        "compiled": options.compile,
         "peak_rss_mb": peak_rss_mb(),
         "device": str(run.accelerator.device),
         "cpu_threads_per_process": run.cpu_threads,
-        "seed": args.seed,
-        "reference": dataclasses.asdict(plan.published.reference),
-        "tolerance": plan.published.tolerance,
+        "seed": options.seed,
+        "reference": dataclasses.asdict(spec.published.reference),
+        "tolerance": spec.published.tolerance,
         "fidelity": run.differences,
         # the published recipe's settings no primary source confirms (its notes that say UNVERIFIED)
-        "unverified_settings": [note for note in plan.published.notes if "UNVERIFIED" in note],
-        "lr_rescale": plan.lr_rescale,
-        "notices": plan.notices + run.notes,
-        "resumed": plan.resume_dir is not None,
-        "pretrained_file": str(args.pretrained_file) if args.pretrained_file else None,
+        "unverified_settings": [note for note in spec.published.notes if "UNVERIFIED" in note],
+        "lr_rescale": spec.lr_rescale,
+        "notices": [*spec.notices, *run.notes],
+        "resumed": spec.resume_dir is not None,
+        "pretrained_file": str(options.pretrained_file) if options.pretrained_file else None,
         "weights": run.weights,
         "versions": versions(),
         "started_at": run.started_at,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.run import build_parser, main, parse_args, plan_run
+from harness.arguments import build_parser
+from harness.run import main, parse_args, plan_run
 from recipes import list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -103,7 +103,8 @@ def test_budget_leaves_fields_the_schedule_does_not_use():
 
 
 def _plan(*argv: str):
-    from harness.run import build_parser, plan_run
+    from harness.arguments import build_parser
+    from harness.run import plan_run
 
     return plan_run(build_parser().parse_args(["--dataset", "digits", *argv]))
 

@@ -28,11 +28,13 @@ from rich.progress import Progress
 from sklearn.datasets import load_sample_images
 
 from harness import engine
+from harness.accelerator import make_accelerator
+from harness.assemble import build_run
 from harness.build import build_scheduler
 from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.data.decode import device_decodes_jpeg
+from harness.fitting import make_trainer
 from harness.run import parse_args, plan_run
-from harness.train import build_run, make_accelerator, make_trainer
 from recipes import get_recipe
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -134,7 +136,7 @@ def host_waits_are_errors(warmup: int, steady: list[int]) -> Iterator[None]:
 def one_epoch(options: list[str], steady: list[int]):
     """A run built as harness/run.py builds it, and one epoch of it trained with host waits as errors."""
     args = parse_args(options)
-    run = build_run(plan_run(args), args)
+    run = build_run(plan_run(args))
     trainer = make_trainer(run)
     with Progress(disable=True) as progress, host_waits_are_errors(WARMUP_UPDATES, steady):
         row = engine.train_one_epoch(trainer, 0, progress)

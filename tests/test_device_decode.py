@@ -182,7 +182,7 @@ def epoch_batches(loader, start: int = 0) -> list[tuple[torch.Tensor, torch.Tens
 
 
 def test_the_same_samples_and_draws_as_the_worker_path_whole_and_after_a_mid_epoch_resume(photo_folder):
-    from harness.train import make_accelerator
+    from harness.accelerator import make_accelerator
 
     recipe = a3(img_size=32)  # timm's random crops and flips, drawn in two workers
     accelerator = make_accelerator(amp=False)

@@ -193,7 +193,7 @@ def generator_drawn_shift(images: torch.Tensor, generator: torch.Generator) -> t
 
 
 def test_a_resumed_worker_loader_repeats_the_order_and_the_device_draws():
-    from harness.train import make_accelerator
+    from harness.accelerator import make_accelerator
 
     recipe = deterministic(img_size=16)
     train_tf, _ = build_transforms(recipe, channels=1)

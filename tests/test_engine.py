@@ -14,10 +14,11 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, TensorDataset
 
 import harness.engine
+from harness.assemble import build_run
 from harness.engine import DeviceTally, Trainer, evaluate, fit, train_micro_step
+from harness.fitting import make_trainer
 from harness.results import tracked_top1
 from harness.run import parse_args, plan_run
-from harness.train import build_run, make_trainer
 
 CPU = torch.device("cpu")
 
@@ -77,7 +78,7 @@ def test_random_erasing_follows_mixup_and_cutmix_as_in_timms_prefetcher(mix):
     for setting in [*alphas, "reprob=1.0", "mixup_prob=1.0", "smoothing=0.1"]:
         options += ["--set", setting]
     args = parse_args(options)
-    run = build_run(plan_run(args), args)
+    run = build_run(plan_run(args))
     trainer = make_trainer(run)
     uint8_images, labels = next(iter(run.train_loader.loader))  # as the workers hand them over
     seen = []

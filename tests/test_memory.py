@@ -225,7 +225,7 @@ def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path)
 def test_compile_wraps_the_prepared_model_in_torch_compile():
     from accelerate.state import AcceleratorState
 
-    from harness.train import make_accelerator
+    from harness.accelerator import make_accelerator
 
     optimized = torch._dynamo.eval_frame.OptimizedModule
     try:

