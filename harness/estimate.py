@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from harness.config import ConfigError, budget_limits
 from harness.data import dataset_info, first
-from harness.data.transforms import worker_transforms
+from harness.data.loader import worker_transforms
 from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
 from harness.report import wide_console
 from harness.results import atomic_write_json, new_run_dir, peak_rss_mb, versions

@@ -21,9 +21,7 @@ from timm.models import split_model_name_tag
 from harness.batching import split_batch
 from harness.config import budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, dataset_source, first
-from harness.data.loader import worker_eval_loader
-from harness.data.memory import memory_eval_loader
-from harness.data.transforms import worker_transforms
+from harness.data.loader import build_eval_loader, worker_transforms
 from harness.engine import evaluate
 from harness.report import wide_console
 from harness.results import peak_rss_mb, versions
@@ -53,18 +51,7 @@ def _eval_loader(plan, args, recipe, accelerator: Accelerator, per_device: int):
     full_eval = len(eval_set)
     eval_set = first(eval_set, budget_limits(plan.budget).max_eval_samples)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
-    if route.path == "memory":
-        loader = memory_eval_loader(
-            recipe,
-            eval_set,
-            per_device,
-            args.seed,
-            accelerator.device,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
-    else:
-        loader = worker_eval_loader(accelerator, recipe, eval_set, per_device, args.workers, args.seed)
+    loader = build_eval_loader(accelerator, recipe, eval_set, route, per_device, args.workers, args.seed)
     return loader, route.path, eval_set, full_eval, num_classes, class_names
 
 

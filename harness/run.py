@@ -39,8 +39,7 @@ from harness.config import (
     shorten_warmup,
 )
 from harness.data import DATASETS, MNIST_5K_PROVENANCE, DataError, catalog_name, check_available, dataset_info
-from harness.data.decode import DECODE_ON, with_decode
-from harness.data.route import AUGMENT_ON, LOADERS, RouteError, choose_route
+from harness.data.route import AUGMENT_ON, DECODE_ON, LOADERS, RouteError, choose_route
 from harness.options import OneLineErrorParser, describe_range, int_in_range
 from harness.recipe_files import SUFFIXES, Resolved, recipe_mapping, recipe_yaml, resolve
 from harness.trackers import parse_log_with
@@ -425,8 +424,8 @@ def _plan_recipe(
     recipe, size_notice = follow_test_size(published, recipe, overrides)
     notices += [size_notice] if size_notice else []
     try:
-        route = choose_route(args.loader, args.augment_on, recipe, data.dataset, int(os.environ.get("WORLD_SIZE", "1")))
-        with_decode(route, args.decode_on, recipe, None if data.synthetic else data.source)
+        world, source = int(os.environ.get("WORLD_SIZE", "1")), None if data.synthetic else data.source
+        choose_route(args.loader, args.augment_on, args.decode_on, recipe, data.dataset, world, source)
     except RouteError as e:
         raise ConfigError(str(e)) from None
     if args.pretrained_file is not None and not args.pretrained_file.is_file():

@@ -57,13 +57,12 @@ from harness.data import (
     unreadable_images,
 )
 from harness.data.autoaugment import device_policy
-from harness.data.decode import decode_fallbacks, wants_cuda, with_decode
+from harness.data.capabilities import wants_cuda
+from harness.data.decode import decode_fallbacks
 from harness.data.device import random_erasing
-from harness.data.loader import worker_eval_loader, worker_train_loader
-from harness.data.memory import memory_loaders
+from harness.data.loader import build_loaders, worker_notes, worker_transforms
 from harness.data.route import DataRoute, RouteError
 from harness.data.route import choose_route as data_route
-from harness.data.transforms import worker_notes, worker_transforms
 from harness.engine import NonFiniteLoss, Trainer, fit
 from harness.plots import write_plots
 from harness.preemption import EXIT_PREEMPTED, SignalFlag, StopAgreement, StopRequested, stop_signals
@@ -139,8 +138,8 @@ def choose_route(
     """The data path, where the recipe's policy runs and (for images read from `source` on `device`) where the
     training images are decoded; requests it cannot take were refused while planning."""
     try:
-        route = data_route(args.loader, args.augment_on, recipe, dataset, world)
-        return with_decode(route, getattr(args, "decode_on", "auto"), recipe, source, device)
+        decode_on = getattr(args, "decode_on", "auto")
+        return data_route(args.loader, args.augment_on, decode_on, recipe, dataset, world, source, device)
     except RouteError as e:
         raise ConfigError(str(e)) from None
 
@@ -387,16 +386,9 @@ def prepare_loaders(
     """(model, optimizer, train loader, eval loader) through `accelerator.prepare`, on the chosen data path;
     `policy` is the recipe's augmentation policy on the device."""
     model, optimizer = accelerator.prepare(model, optimizer)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if route.path == "memory":
-        train_loader, eval_loader = memory_loaders(
-            recipe, splits.train_set, splits.eval_set, batch, args.seed, accelerator.device, rank, world, policy
-        )
-        return model, optimizer, train_loader, eval_loader
-    train_loader = worker_train_loader(
-        accelerator, recipe, splits.train_set, batch, args.workers, args.seed, policy, route.decode_on == "device"
+    train_loader, eval_loader = build_loaders(
+        accelerator, recipe, splits.train_set, splits.eval_set, route, batch, args.workers, args.seed, policy
     )
-    eval_loader = worker_eval_loader(accelerator, recipe, splits.eval_set, batch, args.workers, args.seed)
     return model, optimizer, train_loader, eval_loader
 
 

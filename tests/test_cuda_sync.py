@@ -30,7 +30,7 @@ from sklearn.datasets import load_sample_images
 from harness import engine
 from harness.build import build_scheduler
 from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.data.decode import device_decodes_jpeg
+from harness.data.capabilities import device_decodes_jpeg
 from harness.run import parse_args, plan_run
 from harness.train import build_run, make_accelerator, make_trainer
 from recipes import get_recipe
