@@ -36,7 +36,9 @@ from accelerate.data_loader import prepare_data_loader
 from timm.data import create_dataset, create_loader
 
 from benchmarks.common import endless, make_jpeg_folder, sync, write_readme
-from harness.data.autoaugment import device_policy, unsupported_on_device
+from harness.build import transform_kwargs
+from harness.data.autoaugment import device_policy
+from harness.data.capabilities import unsupported_on_device
 from harness.data.decode import DecodingLoader, DeviceDecoder, EncodedTrainTransform, collate_encoded
 from harness.data.device import DeviceLoader, DeviceStage
 from harness.data.loader import make_loader
@@ -58,16 +60,11 @@ def timm_loader(folder: Path, batch: int, workers: int, prefetcher: bool, device
     """timm's train.py loader for RSB A3's arguments (its defaults where A3 sets nothing)."""
     recipe = a3_recipe()
     dataset = create_dataset("", root=str(folder), is_training=True)
+    transform = transform_kwargs(recipe, is_training=True, input_size=(3, recipe.img_size, recipe.img_size))
     return create_loader(
         dataset,
-        input_size=(3, recipe.img_size, recipe.img_size),
+        **transform,
         batch_size=batch,
-        is_training=True,
-        scale=recipe.scale,
-        ratio=recipe.ratio,
-        hflip=recipe.hflip,
-        auto_augment=recipe.aa,
-        interpolation=recipe.interpolation,
         mean=recipe.mean,
         std=recipe.std,
         re_prob=recipe.reprob,

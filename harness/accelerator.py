@@ -18,7 +18,7 @@ from accelerate.utils import (
 
 from harness.batching import BatchSplit, leaves_no_trace, mixes_pairs, probe_micro_batch, split_batch
 from harness.config import has_batchnorm
-from harness.data.decode import wants_cuda
+from harness.data.capabilities import wants_cuda
 from harness.plan import RunSpec
 from recipes import Recipe
 

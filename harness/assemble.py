@@ -31,9 +31,8 @@ from harness.data import (
     first,
 )
 from harness.data.autoaugment import device_policy
-from harness.data.loader import Loader, build_loaders
+from harness.data.loader import Loader, build_loaders, worker_notes, worker_transforms
 from harness.data.route import DataRoute, RouteError, choose_route
-from harness.data.transforms import worker_notes, worker_transforms
 from harness.plan import RunSpec
 from harness.run_dir import check_resumable
 from harness.weights import model_with_weights

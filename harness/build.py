@@ -83,6 +83,30 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     )
 
 
+def transform_kwargs(recipe: Recipe, is_training: bool, **overrides) -> dict:
+    """timm's `create_transform` (and `create_loader`) arguments for the recipe's training or evaluation images, as
+    timm's `optimizer_kwargs` gives `create_optimizer_v2`'s; `overrides` add arguments or replace these."""
+    if is_training:
+        kwargs = {
+            "input_size": recipe.img_size,
+            "is_training": True,
+            "scale": recipe.scale,
+            "ratio": recipe.ratio,
+            "hflip": recipe.hflip,
+            "color_jitter": recipe.color_jitter,
+            "auto_augment": recipe.aa,
+            "interpolation": recipe.training_interpolation,
+        }
+    else:
+        kwargs = {
+            "input_size": recipe.test_img_size,
+            "is_training": False,
+            "interpolation": recipe.interpolation,
+            "crop_pct": recipe.crop_pct,
+        }
+    return {**kwargs, **overrides}
+
+
 def _timm_schedule(recipe: Recipe) -> dict:
     """The schedule as create_scheduler_v2 arguments. "constant" is timm's step schedule with a decay rate of 1 (timm
     releases without a "constant" schedule return None for it); "constant_exp" (constant LR, then multiplied by

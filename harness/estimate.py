@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from harness.assemble import BuiltRun, Splits, build_run
 from harness.config import ConfigError, budget_limits
 from harness.data import dataset_info, first
+from harness.data.loader import worker_transforms
 from harness.data.route import DataRoute
-from harness.data.transforms import worker_transforms
 from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
 from harness.fitting import make_trainer
 from harness.plan import RunSpec

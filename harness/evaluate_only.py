@@ -22,9 +22,7 @@ from harness.assemble import settle_route
 from harness.batching import split_batch
 from harness.config import budget_limits, fidelity
 from harness.data import build_datasets, dataset_info, dataset_source, first
-from harness.data.loader import worker_eval_loader
-from harness.data.memory import memory_eval_loader
-from harness.data.transforms import worker_transforms
+from harness.data.loader import build_eval_loader, worker_transforms
 from harness.engine import evaluate
 from harness.plan import RunSpec
 from harness.publish import publish_record
@@ -57,18 +55,7 @@ def _eval_loader(spec: RunSpec, recipe: Recipe, accelerator: Accelerator, per_de
     full_eval = len(eval_set)
     eval_set = first(eval_set, budget_limits(spec.budget).max_eval_samples)
     class_names = [str(c) for c in getattr(train_set, "classes", [])] or None
-    if route.path == "memory":
-        loader = memory_eval_loader(
-            recipe,
-            eval_set,
-            per_device,
-            options.seed,
-            accelerator.device,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
-    else:
-        loader = worker_eval_loader(accelerator, recipe, eval_set, per_device, options.workers, options.seed)
+    loader = build_eval_loader(accelerator, recipe, eval_set, route, per_device, options.workers, options.seed)
     return loader, route.path, eval_set, full_eval, num_classes, class_names
 
 

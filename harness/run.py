@@ -42,7 +42,8 @@ from harness.timm_args import export_notices, timm_args_from_recipe, train_py_co
 from harness.train import train
 from recipes._base import recipe_schema
 
-# What a run does with its spec (RunOptions.mode): train and estimate build on one skeleton (harness.assemble.build_run), evaluate on its parts.
+# What a run does with its spec (RunOptions.mode): train and estimate build on one skeleton
+# (harness.assemble.build_run); evaluate uses its parts.
 MODES: dict[str, Callable[[RunSpec], int]] = {"train": train, "evaluate": evaluate_weights, "estimate": estimate}
 
 

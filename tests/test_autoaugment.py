@@ -605,8 +605,8 @@ def test_what_the_device_cannot_run_is_refused_with_the_reason(monkeypatch):
     with pytest.raises(ValueError, match="SharpnessIncreasing"):
         aa.device_policy(recipe, CPU)
     with pytest.raises(RouteError, match=r"--augment-on device cannot run rsb_a3: .*; use --augment-on workers"):
-        choose_route("workers", "device", recipe, "imagenet", 1)
-    assert choose_route("auto", "auto", recipe, "imagenet", 1).augment_on == "workers"
+        choose_route("workers", "device", "auto", recipe, "imagenet", 1, None)
+    assert choose_route("auto", "auto", "auto", recipe, "imagenet", 1, None).augment_on == "workers"
     assert aa.unsupported_on_device(recipe_with("rand-m6-mstd0.5")) is None  # its Sharpness still has a kernel
 
 

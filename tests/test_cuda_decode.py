@@ -14,7 +14,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from harness.data import decode, unreadable
+from harness.data import capabilities, decode, unreadable
 from harness.data.decode import DecodingLoader, DeviceDecoder, DeviceError, EncodedTrainTransform, collate_encoded
 from harness.data.device import DeviceStage
 from harness.run import main
@@ -161,7 +161,7 @@ def test_a_real_out_of_memory_in_nvjpegs_outputs_is_named_and_blames_no_image(tm
     batches, dataset = a_few_batches(1)
     dataset.unreadable_log = tmp_path / unreadable.UNREADABLE_LOG
     decoder = DeviceDecoder(SIZE, device, dataset)
-    assert decode.why_no_nvjpeg(device) is None  # nvJPEG itself is set up before memory is held back
+    assert capabilities.why_no_nvjpeg(device) is None  # nvJPEG itself is set up before memory is held back
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
@@ -184,7 +184,7 @@ def test_out_of_memory_in_the_decode_stops_a_gpu_run_in_one_line_naming_it(
             folder = root / split / "ab"[i % 2]
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{i:03d}.jpg").write_bytes(data)
-    assert decode.why_no_nvjpeg(torch.device("cuda", torch.cuda.current_device())) is None  # planning's check
+    assert capabilities.why_no_nvjpeg(torch.device("cuda", torch.cuda.current_device())) is None  # planning's check
     out_of_memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     def fail(*args, **kwargs):

@@ -32,7 +32,7 @@ from harness.accelerator import make_accelerator
 from harness.assemble import build_run
 from harness.build import build_scheduler
 from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.data.decode import device_decodes_jpeg
+from harness.data.capabilities import device_decodes_jpeg
 from harness.fitting import make_trainer
 from harness.run import parse_args, plan_run
 from recipes import get_recipe

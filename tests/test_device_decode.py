@@ -21,21 +21,20 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from harness import engine
-from harness.data import SkippingImageFolder, decode, first, unreadable
+from harness.build import transform_kwargs
+from harness.data import SkippingImageFolder, capabilities, decode, first, unreadable
 from harness.data.decode import (
     FALLBACK_REASONS,
     REJECTED,
-    DecodeError,
     DeviceDecoder,
     DeviceError,
     EncodedImage,
     EncodedTrainTransform,
     WorkerDecoded,
-    choose_decode,
     collate_encoded,
 )
 from harness.data.loader import worker_train_loader
-from harness.data.route import DataRoute
+from harness.data.route import DataRoute, DecodeError, choose_decode
 from harness.data.transforms import build_transforms
 from harness.preemption import EXIT_PREEMPTED
 from harness.run import main, parse_args
@@ -66,8 +65,7 @@ def a3(**changes):
 
 def test_the_workers_draw_timms_boxes_and_the_device_stays_within_the_stated_tolerance(photo_jpegs):
     recipe = a3(img_size=160)
-    timm_train = create_transform(160, is_training=True, scale=recipe.scale, ratio=recipe.ratio, hflip=recipe.hflip,
-                                  color_jitter=None, interpolation="bicubic", use_prefetcher=True)  # fmt: skip
+    timm_train = create_transform(**transform_kwargs(recipe, is_training=True, color_jitter=None, use_prefetcher=True))
     timm_crop = RandomResizedCropAndInterpolation(160, recipe.scale, recipe.ratio, "bicubic")
     ours, items, expected = EncodedTrainTransform(recipe), [], []
     for k in range(48):
@@ -318,15 +316,15 @@ def test_decode_on_device_without_a_working_nvjpeg_is_refused_when_the_run_is_pl
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
-    monkeypatch.setattr(decode, "decode_jpeg", rejecting(set(range(10**7)), no_nvjpeg))
-    decode._nvjpeg_failure.cache_clear()
+    monkeypatch.setattr(capabilities, "decode_jpeg", rejecting(set(range(10**7)), no_nvjpeg))
+    capabilities._nvjpeg_failure.cache_clear()
     try:
         args = ["--recipe", "cnn_fmnist", "--dataset", "folder", "--data-dir", str(root), "--budget", "smoke",
                 "--decode-on", "device", "--output", str(tmp_path / "runs")]  # fmt: skip
         assert main(args) == 2
         auto = choose_decode("auto", DataRoute("workers", None), a3(), True, 3, torch.device("cuda", 0))
     finally:
-        decode._nvjpeg_failure.cache_clear()
+        capabilities._nvjpeg_failure.cache_clear()
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "error: --decode-on device cannot run cnn_fmnist: torchvision's decode_jpeg (nvJPEG) does not run on cuda:0 "

@@ -16,6 +16,7 @@ from sklearn.datasets import load_sample_images
 from timm.data import create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
+from harness.build import transform_kwargs
 from harness.data import DigitsDataset, first
 from harness.data.decode import DeviceDecoder, EncodedImage
 from harness.data.device import DeviceStage, random_erasing
@@ -52,14 +53,7 @@ def deterministic(**changes):
 
 def test_evaluation_batches_equal_timms_float_transform(photos):
     recipe = deterministic(test_img_size=96, crop_pct=0.95)
-    reference = create_transform(
-        recipe.test_img_size,
-        is_training=False,
-        interpolation=recipe.interpolation,
-        crop_pct=recipe.crop_pct,
-        mean=recipe.mean,
-        std=recipe.std,
-    )
+    reference = create_transform(**transform_kwargs(recipe, is_training=False, mean=recipe.mean, std=recipe.std))
     _, eval_tf = build_transforms(recipe, channels=3)
     expected, got = timm_float(reference, photos), ours(eval_tf, recipe, photos, train=False)
     assert got.shape == expected.shape == (len(photos), 3, 96, 96)
@@ -112,7 +106,7 @@ def test_nearest_resizes_tensors_exactly_as_pils_nearest_on_every_path():
         decoded = torch.from_numpy(np.array(image)).permute(2, 0, 1)
         assert torch.equal(decoder.crop(decoded, EncodedImage(None, box, mode, False, "x")), expected)  # the device's
     evaluation = dataclasses.replace(recipe, interpolation="nearest", test_img_size=48, crop_pct=0.9)
-    timm_eval = create_transform(48, interpolation="nearest", crop_pct=0.9, mean=recipe.mean, std=recipe.std)
+    timm_eval = create_transform(**transform_kwargs(evaluation, is_training=False, mean=recipe.mean, std=recipe.std))
     batch = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
     assert (BatchEvalTransform(evaluation, CPU)(batch)[0] - timm_eval(image)).abs().max() <= 1e-6  # in memory
 
@@ -122,9 +116,7 @@ def test_grey_images_become_three_equal_channels_as_in_the_float_path():
     digits = [image for image, _ in first(DigitsDataset(False), 16)]
     _, eval_tf = build_transforms(recipe, channels=1)
     got = ours(eval_tf, recipe, digits, train=False)
-    grey = create_transform(
-        24, is_training=False, crop_pct=1.0, interpolation=recipe.interpolation, mean=recipe.mean, std=recipe.std
-    )
+    grey = create_transform(**transform_kwargs(recipe, is_training=False, mean=recipe.mean, std=recipe.std))
     expected = torch.stack([grey(image.convert("RGB")) for image in digits])
     assert (got - expected).abs().max() <= 1e-6
     assert torch.equal(got[:, 0], got[:, 1]) and torch.equal(got[:, 1], got[:, 2])
@@ -164,18 +156,8 @@ def test_random_erasing_on_the_device_keeps_timms_per_image_statistics(photos):
     """The stage's batch erased as the training loop erases it (after Mixup/CutMix, none here)."""
     recipe = deterministic(img_size=32, reprob=0.5)
     images = [photos[i % len(photos)] for i in range(1200)]
-    reference = create_transform(
-        32,
-        is_training=True,
-        scale=recipe.scale,
-        ratio=recipe.ratio,
-        hflip=0.0,
-        color_jitter=None,
-        interpolation=recipe.interpolation,
-        mean=recipe.mean,
-        std=recipe.std,
-        re_prob=recipe.reprob,
-    )
+    kwargs = transform_kwargs(recipe, is_training=True, color_jitter=None, mean=recipe.mean, std=recipe.std)
+    reference = create_transform(**kwargs, re_prob=recipe.reprob)
     train_tf, _ = build_transforms(recipe, channels=3)
     erased = random_erasing(recipe, CPU)(ours(train_tf, recipe, images, True))
     theirs, mine = erased_areas(timm_float(reference, images)), erased_areas(erased)

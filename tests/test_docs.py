@@ -73,12 +73,12 @@ def test_the_readme_is_a_front_page_inside_the_repository():
 
 
 def _summary_keys() -> set[str]:
-    """Every key a summary.json can hold, read from the code that writes it (harness/results.py, train.py and
+    """Every key a summary.json can hold, read from the code that writes it (harness/results.py, publish.py and
     evaluate_only.py): the record's dict literals, the eval keys it copies, and what write_record adds."""
     import ast
 
     keys = set()
-    for module in ("results", "train", "evaluate_only"):
+    for module in ("results", "publish", "evaluate_only"):
         tree = ast.parse((ROOT / "harness" / f"{module}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Dict) and any(

@@ -9,8 +9,24 @@ from recipes import get_recipe, setting_fields
 KEYS = st.sampled_from(setting_fields() + ["lrr", "", "name", "reference"])
 VALUES = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["1e-3", "None", "True", "(0.5, 1.0)", "[1, 2]", "{'a': 1}", "1e400", "-1", "0", "'cosine'",
-                     "lamb", "(", "1" * 5000, "__import__('os')"]),
+    st.sampled_from(
+        [
+            "1e-3",
+            "None",
+            "True",
+            "(0.5, 1.0)",
+            "[1, 2]",
+            "{'a': 1}",
+            "1e400",
+            "-1",
+            "0",
+            "'cosine'",
+            "lamb",
+            "(",
+            "1" * 5000,
+            "__import__('os')",
+        ]
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import Subset
 
 from harness.data import DigitsDataset
 from harness.data.autoaugment import device_policy
+from harness.data.capabilities import unsupported_in_memory
 from harness.data.device import DeviceStage
 from harness.data.memory import (
     BatchAugment,
@@ -20,7 +21,6 @@ from harness.data.memory import (
     crop_boxes,
     rotation_theta,
     split_tensors,
-    unsupported,
 )
 from harness.data.transforms import build_transforms
 from recipes import get_recipe, list_recipes
@@ -133,7 +133,7 @@ def stats(batch: torch.Tensor) -> dict:
     }
 
 
-MEMORY_RECIPES = [name for name in list_recipes() if not unsupported(get_recipe(name), "digits", 1)]
+MEMORY_RECIPES = [name for name in list_recipes() if not unsupported_in_memory(get_recipe(name), "digits", 1)]
 
 
 @pytest.mark.parametrize("name", MEMORY_RECIPES)
@@ -159,7 +159,9 @@ def test_every_recipe_takes_the_memory_path_on_data_that_fits_the_rsb_recipes_to
     assert {"cnn_fmnist", "baseline", "cosine", "resnet18_fmnist_transfer", "rsb_a1", "rsb_a2", "rsb_a3"} <= set(
         MEMORY_RECIPES
     )
-    assert unsupported(get_recipe("cosine"), "imagenet", 1) and not unsupported(get_recipe("cosine"), "cifar10", 8)
+    assert unsupported_in_memory(get_recipe("cosine"), "imagenet", 1) and not unsupported_in_memory(
+        get_recipe("cosine"), "cifar10", 8
+    )
 
 
 def loader(n=100, batch=8, train=True, rank=0, world=1, seed=0):

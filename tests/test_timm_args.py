@@ -360,13 +360,13 @@ def test_bce_loss_is_chosen_as_train_py_chooses_it(mixup, smoothing, loss):
 
 
 def test_train_py_default_random_training_interpolation_is_trained_as_such():
-    from harness.data.transforms import worker_transforms
+    from harness.data.loader import worker_transforms
 
     recipe, _ = recipe_from_timm_args(args_yaml(train_interpolation="random", interpolation="bicubic"), "ARGS")
     assert (recipe.interpolation, recipe.train_interpolation, recipe.training_interpolation) == (
         "bicubic", "random", "random",
     )  # fmt: skip
-    train, _ = worker_transforms(recipe, 3, choose_route("workers", "workers", recipe, "folder", 1))
+    train, _ = worker_transforms(recipe, 3, choose_route("workers", "workers", "auto", recipe, "folder", 1, None))
     crop = next(t for t in train.transforms if type(t).__name__ == "RandomResizedCropAndInterpolation")
     assert len(crop.interpolation) == 2  # timm draws bilinear or bicubic per image
     assert timm_args_from_recipe(recipe)["train_interpolation"] == "random"

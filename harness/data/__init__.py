@@ -1,6 +1,7 @@
 """Data: where each dataset lives (`catalog`, `readers/`, `sources`), what a worker does per image (`transforms`),
 what the device does per batch (`device`, and the whole in-memory path in `memory`), training JPEGs decoded on the
-device (`decode`), and the loaders that wire them (`loader`). timm's `timm/data/` is the model for the layout."""
+device (`decode`), which path a run takes (`route`, from the checks of `capabilities`) and the loaders that wire it
+(`loader`). timm's `timm/data/` is the model for the layout."""
 
 from harness.data.catalog import CACHE_DIR, DATASETS, DataError, DatasetInfo, catalog_name, dataset_info
 from harness.data.loader import make_loader

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 _TRUNCATION_SLACK = 2e-3  # grid_sample's float32 coordinates are ~1e-5 px off PIL's float64 ones (see `affine`)
+LEVEL_DENOM = 10.0  # timm's magnitude scale: level / 10 is the fraction of an op's range
 
 
 def per_image(values: torch.Tensor) -> torch.Tensor:
@@ -353,3 +354,65 @@ def run_op(name: str, images: torch.Tensor, arg: torch.Tensor, fill=(128, 128, 1
         return kernel.fn(pixels, arg)
     matrix = kernel.fn(arg.double(), images.shape[-2], images.shape[-1])
     return affine(pixels, matrix, torch.tensor(fill, device=images.device), mode)
+
+
+# ---- timm's level functions (`LEVEL_TO_ARG`), per image --------------------------------------------------------------
+
+
+def _negated(value: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
+    return torch.where(negate, -value, value)
+
+
+def _posterize_bits(m: torch.Tensor) -> torch.Tensor:
+    return (m / LEVEL_DENOM * 4).trunc()
+
+
+def _solarize_threshold(m: torch.Tensor) -> torch.Tensor:
+    return (m / LEVEL_DENOM * 256).trunc().clamp(max=256)
+
+
+def _min_max(low: float, high: float) -> Callable:
+    span = high - low
+    return lambda m, negate, hp: (low + span * (m / LEVEL_DENOM)).clamp(low, high)
+
+
+LEVELS: dict[str, Callable] = {
+    "Rotate": lambda m, negate, hp: _negated(m / LEVEL_DENOM * 30.0, negate),
+    "Posterize": lambda m, negate, hp: _posterize_bits(m),
+    "PosterizeIncreasing": lambda m, negate, hp: 4 - _posterize_bits(m),
+    "PosterizeOriginal": lambda m, negate, hp: _posterize_bits(m) + 4,
+    "Solarize": lambda m, negate, hp: _solarize_threshold(m),
+    "SolarizeIncreasing": lambda m, negate, hp: 256 - _solarize_threshold(m),
+    "SolarizeAdd": lambda m, negate, hp: (m / LEVEL_DENOM * 110).trunc().clamp(max=128),
+    "Enhance": lambda m, negate, hp: m / LEVEL_DENOM * 1.8 + 0.1,
+    "EnhanceIncreasing": lambda m, negate, hp: (1.0 + _negated(m / LEVEL_DENOM * 0.9, negate)).clamp(min=0.1),
+    "Shear": lambda m, negate, hp: _negated(m / LEVEL_DENOM * 0.3, negate),
+    "Translate": lambda m, negate, hp: _negated(m / LEVEL_DENOM * float(hp["translate_const"]), negate),
+    "TranslateRel": lambda m, negate, hp: _negated(m / LEVEL_DENOM * hp.get("translate_pct", 0.45), negate),
+    "Desaturate": _min_max(0.5, 1.0),
+    "GaussianBlur": _min_max(0.1, 2.0),
+    "GaussianBlurRand": _min_max(0.0, 1.0),
+}
+_LEVEL_OF = {
+    **{name: "Enhance" for name in ("Color", "Contrast", "Brightness", "Sharpness")},
+    **{f"{name}Increasing": "EnhanceIncreasing" for name in ("Color", "Contrast", "Brightness", "Sharpness")},
+    "ShearX": "Shear",
+    "ShearY": "Shear",
+    "TranslateX": "Translate",
+    "TranslateY": "Translate",
+    "TranslateXRel": "TranslateRel",
+    "TranslateYRel": "TranslateRel",
+}
+_NO_LEVEL = ("AutoContrast", "Equalize", "Invert")
+
+
+def level_arg(name: str, magnitude: torch.Tensor, negate: torch.Tensor, hparams: dict) -> torch.Tensor:
+    """What timm's `LEVEL_TO_ARG[name](magnitude, hparams)` returns, per image; `negate` is timm's coin for the
+    ops it negates at random (random.random() > 0.5). Ops without an argument give zeros."""
+    if name in _NO_LEVEL:
+        return torch.zeros_like(magnitude)
+    return LEVELS[_LEVEL_OF.get(name, name)](magnitude, negate, hparams)
+
+
+def supported_ops() -> set[str]:
+    return {name for name in KERNELS if name in _NO_LEVEL or _LEVEL_OF.get(name, name) in LEVELS}

@@ -13,96 +13,28 @@ Nothing reads a device value back to the host.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import PIL
 import torch
 from PIL import Image, ImageOps
-from timm.data import create_transform
 from timm.data.auto_augment import LEVEL_TO_ARG, AugmentOp, AugMixAugment, AutoAugment, RandAugment
 
 from harness.data.augment_ops import (
     KERNELS,
+    LEVEL_DENOM,
     Pixels,
     affine,
     apply_lut,
     blend,
     inverse_map,
+    level_arg,
     per_image,
     per_table,
+    supported_ops,  # noqa: F401  (read from here too)
 )
+from harness.data.capabilities import policy_mode, policy_ops, timm_policy, unsupported_on_device
 from recipes import Recipe
-
-_LEVEL_DENOM = 10.0  # timm's magnitude scale: level / 10 is the fraction of an op's range
-_GRID_MODES = {
-    Image.Resampling.NEAREST: "nearest",
-    Image.Resampling.BILINEAR: "bilinear",
-    Image.Resampling.BICUBIC: "bicubic",
-}
-
-
-# ---- timm's level functions (`LEVEL_TO_ARG`), per image --------------------------------------------------------------
-
-
-def _negated(value: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
-    return torch.where(negate, -value, value)
-
-
-def _posterize_bits(m: torch.Tensor) -> torch.Tensor:
-    return (m / _LEVEL_DENOM * 4).trunc()
-
-
-def _solarize_threshold(m: torch.Tensor) -> torch.Tensor:
-    return (m / _LEVEL_DENOM * 256).trunc().clamp(max=256)
-
-
-def _min_max(low: float, high: float) -> Callable:
-    span = high - low
-    return lambda m, negate, hp: (low + span * (m / _LEVEL_DENOM)).clamp(low, high)
-
-
-LEVELS: dict[str, Callable] = {
-    "Rotate": lambda m, negate, hp: _negated(m / _LEVEL_DENOM * 30.0, negate),
-    "Posterize": lambda m, negate, hp: _posterize_bits(m),
-    "PosterizeIncreasing": lambda m, negate, hp: 4 - _posterize_bits(m),
-    "PosterizeOriginal": lambda m, negate, hp: _posterize_bits(m) + 4,
-    "Solarize": lambda m, negate, hp: _solarize_threshold(m),
-    "SolarizeIncreasing": lambda m, negate, hp: 256 - _solarize_threshold(m),
-    "SolarizeAdd": lambda m, negate, hp: (m / _LEVEL_DENOM * 110).trunc().clamp(max=128),
-    "Enhance": lambda m, negate, hp: m / _LEVEL_DENOM * 1.8 + 0.1,
-    "EnhanceIncreasing": lambda m, negate, hp: (1.0 + _negated(m / _LEVEL_DENOM * 0.9, negate)).clamp(min=0.1),
-    "Shear": lambda m, negate, hp: _negated(m / _LEVEL_DENOM * 0.3, negate),
-    "Translate": lambda m, negate, hp: _negated(m / _LEVEL_DENOM * float(hp["translate_const"]), negate),
-    "TranslateRel": lambda m, negate, hp: _negated(m / _LEVEL_DENOM * hp.get("translate_pct", 0.45), negate),
-    "Desaturate": _min_max(0.5, 1.0),
-    "GaussianBlur": _min_max(0.1, 2.0),
-    "GaussianBlurRand": _min_max(0.0, 1.0),
-}
-_LEVEL_OF = {
-    **{name: "Enhance" for name in ("Color", "Contrast", "Brightness", "Sharpness")},
-    **{f"{name}Increasing": "EnhanceIncreasing" for name in ("Color", "Contrast", "Brightness", "Sharpness")},
-    "ShearX": "Shear",
-    "ShearY": "Shear",
-    "TranslateX": "Translate",
-    "TranslateY": "Translate",
-    "TranslateXRel": "TranslateRel",
-    "TranslateYRel": "TranslateRel",
-}
-_NO_LEVEL = ("AutoContrast", "Equalize", "Invert")
-
-
-def level_arg(name: str, magnitude: torch.Tensor, negate: torch.Tensor, hparams: dict) -> torch.Tensor:
-    """What timm's `LEVEL_TO_ARG[name](magnitude, hparams)` returns, per image; `negate` is timm's coin for the
-    ops it negates at random (random.random() > 0.5). Ops without an argument give zeros."""
-    if name in _NO_LEVEL:
-        return torch.zeros_like(magnitude)
-    return LEVELS[_LEVEL_OF.get(name, name)](magnitude, negate, hparams)
-
-
-def supported_ops() -> set[str]:
-    return {name for name in KERNELS if name in _NO_LEVEL or _LEVEL_OF.get(name, name) in LEVELS}
-
 
 # ---- the ops one layer picks from, and what each image draws ---------------------------------------------------------
 
@@ -119,7 +51,7 @@ class OpTable:
         self.prob = torch.tensor([op.prob for op in ops], dtype=dtype, device=device)
         self.magnitude = torch.tensor([op.magnitude for op in ops], dtype=dtype, device=device)
         self.spread = torch.tensor([op.magnitude_std for op in ops], dtype=dtype, device=device)
-        self.ceiling = torch.tensor([op.magnitude_max or _LEVEL_DENOM for op in ops], dtype=dtype, device=device)
+        self.ceiling = torch.tensor([op.magnitude_max or LEVEL_DENOM for op in ops], dtype=dtype, device=device)
 
 
 @dataclass
@@ -388,51 +320,6 @@ def gamma(shape: tuple[int, ...], alpha: float, generator: torch.Generator, devi
 # ---- from a recipe -------------------------------------------------------------------------------------------------
 
 
-def timm_policy(recipe: Recipe) -> RandAugment | AutoAugment | AugMixAugment:
-    """The policy object timm's `create_transform` builds for this recipe (translate_const = int(img_size * 0.45),
-    img_mean from recipe.mean, the recipe's training interpolation unless random, translate_pct 0.3 for AugMix)."""
-    _, secondary, _ = create_transform(
-        recipe.img_size,
-        is_training=True,
-        auto_augment=recipe.aa,
-        interpolation=recipe.training_interpolation,
-        mean=recipe.mean,
-        std=recipe.std,
-        separate=True,
-    )
-    return next(t for t in secondary.transforms if isinstance(t, RandAugment | AutoAugment | AugMixAugment))
-
-
-def _ops(policy) -> list[AugmentOp]:
-    if isinstance(policy, AutoAugment):
-        return [op for sub_policy in policy.policy for op in sub_policy]
-    return list(policy.ops)
-
-
-def _mode(op: AugmentOp) -> str | None:
-    resample = op.kwargs["resample"]
-    return "random" if isinstance(resample, tuple | list) else _GRID_MODES.get(resample)
-
-
-def unsupported_on_device(recipe: Recipe) -> str | None:
-    """Why recipe.aa cannot run on the device (None when it can)."""
-    if recipe.aa is None:
-        return None
-    try:
-        policy = timm_policy(recipe)
-    except (AssertionError, ValueError, KeyError, IndexError) as e:
-        return f"timm cannot build aa={recipe.aa!r} ({e or 'malformed'})"
-    ops = _ops(policy)
-    missing = sorted({op.name for op in ops} - supported_ops())
-    if missing:
-        return f"aa={recipe.aa!r} uses {', '.join(missing)}, which the device has no kernel for"
-    if ops and _mode(ops[0]) is None:
-        return f"PIL's affine transform has no {ops[0].kwargs['resample']!r} filter"
-    if isinstance(policy, AutoAugment) and len({len(sub) for sub in policy.policy}) > 1:
-        return f"aa={recipe.aa!r} has sub-policies of different lengths"
-    return None
-
-
 def device_policy(recipe: Recipe, device: torch.device) -> DevicePolicy | None:
     """The recipe's policy on the device; None when recipe.aa is None. ValueError when it cannot run there."""
     if recipe.aa is None:
@@ -440,8 +327,8 @@ def device_policy(recipe: Recipe, device: torch.device) -> DevicePolicy | None:
     if why := unsupported_on_device(recipe):
         raise ValueError(f"{recipe.name}: {why}")
     policy = timm_policy(recipe)
-    first = _ops(policy)[0]
-    fill, mode = tuple(first.kwargs["fillcolor"]), _mode(first)
+    first = policy_ops(policy)[0]
+    fill, mode = tuple(first.kwargs["fillcolor"]), policy_mode(first)
     device = torch.device(device)
     if isinstance(policy, RandAugment):
         return RandAugmentPolicy(policy, fill, mode, device)
@@ -495,7 +382,7 @@ def _zero_bit_notes(ops: list[AugmentOp]) -> list[str]:
 
 def _magnitude_range(op: AugmentOp) -> tuple[float, float]:
     """The magnitudes an op draws in practice: [0, m] when uniform, m +- 5 noise std when Gaussian, clipped."""
-    spread, ceiling = op.magnitude_std, op.magnitude_max or _LEVEL_DENOM
+    spread, ceiling = op.magnitude_std, op.magnitude_max or LEVEL_DENOM
     if math.isinf(spread):
         low, high = 0.0, op.magnitude
     else:

@@ -22,11 +22,8 @@ Evaluation keeps timm's PIL transform in the workers.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
-import os
 import re
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +37,13 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from harness.data.capabilities import first_line
 from harness.data.catalog import DataError
 from harness.data.device import DeviceLoader, DeviceStage, batch_generator
-from harness.data.transforms import RandomResizedCropToTensor, resizes_tensors, tensor_interpolation
+from harness.data.transforms import RandomResizedCropToTensor, tensor_interpolation
 from harness.data.unreadable import UNDECODABLE, UNREADABLE_LOG, note_unreadable
 from recipes import Recipe
 
-DECODE_ON = ("auto", "device", "workers")
 # Why an image was decoded in the worker instead; its code in `DeviceDecoder.codes` is its place here plus one.
 # The last: a JPEG the device decoder rejected, decoded on the host instead.
 FALLBACK_REASONS = (
@@ -79,28 +76,13 @@ DECODE_NOTE = (
     "rejects on the host with PIL, counted in decode_fallbacks"
 )
 
-# decode_jpeg is deprecated in favour of TorchCodec from torchvision 0.29 on; it is what the GPU image has.
-warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision", category=UserWarning)
-warnings.filterwarnings(
-    "ignore", message=".*decoding and encoding capabilities of TorchVision", category=DeprecationWarning
-)
 
-
-# ---- where decoding happens ------------------------------------------------------------------------------------------
-
-
-class DecodeError(ValueError):
-    """--decode-on device was asked for where it cannot run; the message says why and what would work."""
+# ---- when the device fails -------------------------------------------------------------------------------------------
 
 
 class DeviceError(DataError):
     """The device failed while decoding training JPEGs (out of memory, a CUDA or nvJPEG error): not the images'
     fault, so none is skipped; the run stops in one line that names the error."""
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def device_failure(error: BaseException) -> str | None:
@@ -112,81 +94,6 @@ def device_failure(error: BaseException) -> str | None:
     if DEVICE_FAILURE.search(text):
         return f"a CUDA or nvJPEG error ({type(error).__name__}: {text})"
     return None
-
-
-def wants_cuda() -> bool:
-    """Whether this process trains on CUDA: CUDA is there and not turned off (ACCELERATE_USE_CPU)."""
-    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
-    return torch.cuda.is_available() and not forced_cpu
-
-
-def planned_device() -> torch.device:
-    """The device this process will train on, known before the Accelerator exists (harness.train.make_accelerator
-    decides by `wants_cuda` too): its local GPU, else the CPU."""
-    if wants_cuda():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-@functools.cache
-def _nvjpeg_failure(device: str) -> str | None:
-    """None where torchvision's decode_jpeg decodes a small JPEG on this CUDA device (nvJPEG there and working),
-    else its error. The device is made current first: torchvision makes its one decoder for the device current at
-    its first call and orders its writes against that device's current stream."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (200, 100, 50)).save(buffer, "JPEG")
-    data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-    try:
-        with torch.cuda.device(torch.device(device)):
-            decoded = decode_jpeg([data], mode=ImageReadMode.RGB, device=device)[0]
-    except (RuntimeError, ValueError, AssertionError) as error:  # no nvJPEG in this build, or the device refuses
-        return f"{type(error).__name__}: {first_line(error)}"
-    return None if decoded.shape == (3, 16, 16) else f"a 16x16 JPEG came back {tuple(decoded.shape)}"
-
-
-def why_no_nvjpeg(device: torch.device) -> str | None:
-    """Why torchvision cannot decode JPEGs on this CUDA device (None: it can)."""
-    if not torch.cuda.is_available():
-        return "CUDA is not available"
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return _nvjpeg_failure(str(torch.device("cuda", index)))
-
-
-def device_decodes_jpeg(device: torch.device | None) -> bool:
-    return device is not None and device.type == "cuda" and why_no_nvjpeg(device) is None
-
-
-def _why_not_on_device(route, recipe: Recipe, reads_files: bool, channels: int) -> str | None:
-    if route.path == "memory":
-        return "the in-memory path holds decoded images, there are no JPEGs to decode (--loader memory)"
-    if not reads_files:
-        return f"{recipe.dataset} is not read from image files"
-    if channels != 3:
-        return "its images are made grey in the workers"
-    if not resizes_tensors(recipe, route.augment_on == "workers"):
-        return "the workers run PIL augmentations on each decoded image (a policy there, colour jitter or rotation)"
-    return None
-
-
-def choose_decode(
-    decode_on: str, route, recipe: Recipe, reads_files: bool, channels: int, device: torch.device | None = None
-) -> str | None:
-    """Where training images are decoded: "device", "workers", or None where none are decoded from files (the
-    in-memory path, datasets held as arrays). `auto` is the device where torchvision decodes JPEGs on CUDA.
-    `device` None: the one the run is planned to train on (`planned_device`). On a GPU, `--decode-on device` needs
-    nvJPEG working there; on a CPU its "device" is the CPU's own decoder (libjpeg), always there."""
-    reason = _why_not_on_device(route, recipe, reads_files, channels)
-    if reason is None and decode_on == "device":
-        device = device if device is not None else planned_device()
-        missing = why_no_nvjpeg(device) if device.type == "cuda" else None
-        reason = missing and f"torchvision's decode_jpeg (nvJPEG) does not run on {device} ({missing})"
-    if reason is not None:
-        if decode_on == "device":
-            raise DecodeError(f"--decode-on device cannot run {recipe.name}: {reason}; use --decode-on auto or workers")
-        return None if route.path == "memory" or not reads_files else "workers"
-    if decode_on == "auto":
-        return "device" if device_decodes_jpeg(device) else "workers"
-    return decode_on
 
 
 # ---- in the workers --------------------------------------------------------------------------------------------------
@@ -485,18 +392,3 @@ def decode_fallbacks(accelerator: Accelerator, loader) -> dict | None:
                 codes[int(index)] = max(int(codes[int(index)]), FALLBACK_REASONS.index(reason) + 1)
     counts = torch.bincount(codes.long(), minlength=len(FALLBACK_REASONS) + 1).tolist()
     return {"train": {reason: counts[i + 1] for i, reason in enumerate(FALLBACK_REASONS) if counts[i + 1]}}
-
-
-def with_decode(route, decode_on: str, recipe: Recipe, source: str | None, device: torch.device | None = None):
-    """`route` with where its training images are decoded (`choose_decode`); `source` is the dataset name the
-    images are read under, None for stand-in data. Raises RouteError for a --decode-on it cannot take."""
-    from harness.data.catalog import dataset_info
-    from harness.data.route import RouteError
-    from harness.data.sources import reads_files
-
-    channels = dataset_info(recipe.dataset).channels
-    try:
-        where = choose_decode(decode_on, route, recipe, source is not None and reads_files(source), channels, device)
-    except DecodeError as e:
-        raise RouteError(str(e)) from None
-    return dataclasses.replace(route, decode_on=where)

@@ -1,5 +1,6 @@
-"""Loaders of the per-image path: DataLoader workers decode and transform each image to uint8, accelerate shards
-and moves the batches, and a `DeviceStage` finishes each batch on the device."""
+"""The loaders a `DataRoute` names. On the per-image path DataLoader workers decode and transform each image to
+uint8 (or hand over JPEG bytes to decode on the device), accelerate shards and moves the batches, and a
+`DeviceStage` finishes each batch on the device; the in-memory path is `harness.data.memory`'s."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from accelerate.data_loader import prepare_data_loader
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset
 
-from harness.data.decode import DecodingLoader, DeviceDecoder, collate_encoded
+from harness.data.capabilities import resizes_tensors
+from harness.data.decode import DECODE_NOTE, DecodingLoader, DeviceDecoder, EncodedTrainTransform, collate_encoded
 from harness.data.device import DeviceLoader, DeviceStage
+from harness.data.memory import MemoryLoader, memory_eval_loader, memory_loaders
+from harness.data.route import DataRoute
 from harness.data.seeding import NumberedRepeats, SeededSamples
+from harness.data.transforms import TENSOR_RESIZE_NOTE, build_transforms
 from harness.data.unreadable import collate_readable
 from recipes import Recipe
+
+# What build_loaders hands back: the in-memory path's loader or the per-image path's.
+Loader = MemoryLoader | DeviceLoader
 
 
 def make_loader(
@@ -99,3 +107,59 @@ def worker_eval_loader(
     loader = accelerator.prepare(make_loader(dataset, batch, False, workers, seed, pin))
     stage = DeviceStage(recipe, accelerator.device, train=False)
     return DeviceLoader(loader, stage, seed, accelerator.process_index, accelerator.device)
+
+
+def worker_transforms(recipe: Recipe, channels: int, route: DataRoute) -> tuple:
+    """The per-image (train, eval) transforms a route needs: none on the in-memory path."""
+    if route.path == "memory":
+        return None, None
+    train, evaluate = build_transforms(recipe, channels, aa_in_workers=route.augment_on == "workers")
+    if route.decode_on == "device":
+        train = EncodedTrainTransform(recipe)
+    return train, evaluate
+
+
+def worker_notes(recipe: Recipe, route: DataRoute) -> list[str]:
+    """What the run record should say about the workers' transforms."""
+    if route.path == "memory" or not resizes_tensors(recipe, route.augment_on == "workers"):
+        return []
+    if route.decode_on == "device":
+        return [DECODE_NOTE.format(interpolation=recipe.training_interpolation)]
+    return [TENSOR_RESIZE_NOTE.format(interpolation=recipe.training_interpolation)]
+
+
+def build_loaders(
+    accelerator: Accelerator,
+    recipe: Recipe,
+    train_set: Dataset,
+    eval_set: Dataset,
+    route: DataRoute,
+    micro_batch: int,
+    workers: int,
+    seed: int,
+    policy=None,
+) -> tuple[Loader, Loader]:
+    """(train loader, eval loader) on the route's path, `micro_batch` images a process; `policy` is the recipe's
+    augmentation policy on the device (None where it runs in the workers, or there is none)."""
+    if route.path == "memory":
+        device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+        return memory_loaders(recipe, train_set, eval_set, micro_batch, seed, device, rank, world, policy)
+    on_device = route.decode_on == "device"
+    train = worker_train_loader(accelerator, recipe, train_set, micro_batch, workers, seed, policy, on_device)
+    return train, worker_eval_loader(accelerator, recipe, eval_set, micro_batch, workers, seed)
+
+
+def build_eval_loader(
+    accelerator: Accelerator,
+    recipe: Recipe,
+    eval_set: Dataset,
+    route: DataRoute,
+    micro_batch: int,
+    workers: int,
+    seed: int,
+) -> Loader:
+    """The eval loader alone on the route's path (what an evaluation of saved weights needs)."""
+    if route.path == "memory":
+        device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+        return memory_eval_loader(recipe, eval_set, micro_batch, seed, device, rank, world)
+    return worker_eval_loader(accelerator, recipe, eval_set, micro_batch, workers, seed)

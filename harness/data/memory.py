@@ -34,25 +34,10 @@ import torchvision.transforms.v2.functional as TF
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import Dataset, Subset
 
-from harness.data.autoaugment import unsupported_on_device
+from harness.data.capabilities import jitter_active
 from harness.data.device import DeviceStage, Normalise, batch_generator, to_uint8, to_unit_float
-from harness.data.transforms import jitter_active, tensor_interpolation
+from harness.data.transforms import tensor_interpolation
 from recipes import Recipe
-
-IN_MEMORY_DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
-_GRID_MODES = ("bilinear", "bicubic", "nearest")  # named as grid_sample and torchvision name them
-
-
-def unsupported(recipe: Recipe, dataset: str, world_size: int) -> list[str]:
-    """Why this recipe on this dataset cannot take the in-memory path (empty when it can)."""
-    reasons = []
-    if dataset not in IN_MEMORY_DATASETS:
-        reasons.append(f"dataset {dataset} is read from files (in memory: {', '.join(IN_MEMORY_DATASETS)})")
-    if recipe.aa and (why := unsupported_on_device(recipe)):
-        reasons.append(why)
-    if recipe.training_interpolation not in _GRID_MODES:
-        reasons.append(f"interpolation {recipe.training_interpolation!r} (in memory: {', '.join(_GRID_MODES)})")
-    return reasons
 
 
 def split_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

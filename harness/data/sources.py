@@ -7,18 +7,14 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
-from harness.data.catalog import DataError, dataset_info, hub_repo
+from harness.data.capabilities import reads_files
+from harness.data.catalog import DataError, dataset_info
 from harness.data.layouts import Layout, files_record, find_layout, refuse_remote
 from harness.data.readers.bundled import DigitsDataset, Mnist5kDataset
 from harness.data.readers.folder import folder_splits
 from harness.data.readers.idx import CIFAR, IDX_DATASETS, check_cifar, cifar_splits, idx_root, idx_splits
-
-# Read from files in one of the layouts of harness.data.layouts (class folders, parquet, tar shards).
-FILE_DATASETS = ("imagenet", "folder", "hfds", "wds")
-
-
-def reads_files(name: str) -> bool:
-    return name in FILE_DATASETS or hub_repo(name) is not None
+from harness.data.readers.parquet import parquet_classes, parquet_splits
+from harness.data.readers.shards import check_shards, shard_splits
 
 
 def check_available(name: str, data_dir: Path | None, download: bool) -> None:
@@ -40,12 +36,8 @@ def check_available(name: str, data_dir: Path | None, download: bool) -> None:
 
 def check_layout(layout: Layout) -> None:
     if layout.format == "parquet":
-        from harness.data.readers.parquet import parquet_classes
-
         parquet_classes(layout)
     elif layout.format == "wds":
-        from harness.data.readers.shards import check_shards
-
         check_shards(layout)
 
 
@@ -73,12 +65,8 @@ def _read(name: str, data_dir: Path | None, download: bool, train_tf, eval_tf):
 
 def layout_splits(name: str, layout: Layout, train_tf, eval_tf):
     if layout.format == "parquet":
-        from harness.data.readers.parquet import parquet_splits
-
         return parquet_splits(layout, train_tf, eval_tf)
     if layout.format == "wds":
-        from harness.data.readers.shards import shard_splits
-
         return shard_splits(layout, train_tf, eval_tf)
     return folder_splits(name, layout.root, train_tf, eval_tf)
 

@@ -24,6 +24,8 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from harness.build import transform_kwargs
+from harness.data.capabilities import resizes_tensors
 from recipes import Recipe
 
 TENSOR_RESIZE_NOTE = (
@@ -37,16 +39,6 @@ def tensor_interpolation(mode: InterpolationMode) -> InterpolationMode:
     """The mode that resizes a tensor as PIL resizes an image with `mode`: for tensors NEAREST is torch's legacy
     rule (the source pixel at floor(x * scale)), PIL's nearest takes the pixel under the centre, NEAREST_EXACT."""
     return InterpolationMode.NEAREST_EXACT if mode == InterpolationMode.NEAREST else mode
-
-
-def jitter_active(recipe: Recipe) -> bool:
-    """Whether colour jitter runs: timm turns it off when a policy runs, except after a '3a' policy."""
-    return recipe.color_jitter > 0 and (not recipe.aa or "3a" in recipe.aa)
-
-
-def resizes_tensors(recipe: Recipe, aa_in_workers: bool) -> bool:
-    """Whether the workers take the tensor path: nothing they run needs a PIL image."""
-    return not (recipe.aa and aa_in_workers) and recipe.rotate == 0 and not jitter_active(recipe)
 
 
 class RandomResizedCropToTensor:
@@ -94,50 +86,11 @@ def build_transforms(recipe: Recipe, channels: int, aa_in_workers: bool = True):
     if resizes_tensors(recipe, aa_in_workers):
         train = _tensor_train_transform(recipe)
     else:
-        train = create_transform(
-            recipe.img_size,
-            is_training=True,
-            scale=recipe.scale,
-            ratio=recipe.ratio,
-            hflip=recipe.hflip,
-            color_jitter=recipe.color_jitter,
-            auto_augment=recipe.aa,
-            interpolation=recipe.training_interpolation,
-            use_prefetcher=True,
-        )
-    evaluate = create_transform(
-        recipe.test_img_size,
-        is_training=False,
-        interpolation=recipe.interpolation,
-        crop_pct=recipe.crop_pct,
-        use_prefetcher=True,
-    )
+        train = create_transform(**transform_kwargs(recipe, is_training=True, use_prefetcher=True))
+    evaluate = create_transform(**transform_kwargs(recipe, is_training=False, use_prefetcher=True))
     if recipe.rotate > 0:
         train = T.Compose([T.RandomRotation(recipe.rotate), train])
     if channels == 1:
         to_rgb = T.Grayscale(num_output_channels=3)
         train, evaluate = T.Compose([to_rgb, train]), T.Compose([to_rgb, evaluate])
     return train, evaluate
-
-
-def worker_transforms(recipe: Recipe, channels: int, route) -> tuple:
-    """The per-image transforms a `DataRoute` needs: none on the in-memory path."""
-    if route.path == "memory":
-        return None, None
-    train, evaluate = build_transforms(recipe, channels, aa_in_workers=route.augment_on == "workers")
-    if getattr(route, "decode_on", None) == "device":
-        from harness.data.decode import EncodedTrainTransform
-
-        train = EncodedTrainTransform(recipe)
-    return train, evaluate
-
-
-def worker_notes(recipe: Recipe, route) -> list[str]:
-    """What the run record should say about the workers' transforms."""
-    if route.path == "memory" or not resizes_tensors(recipe, route.augment_on == "workers"):
-        return []
-    if getattr(route, "decode_on", None) == "device":
-        from harness.data.decode import DECODE_NOTE
-
-        return [DECODE_NOTE.format(interpolation=recipe.training_interpolation)]
-    return [TENSOR_RESIZE_NOTE.format(interpolation=recipe.training_interpolation)]
