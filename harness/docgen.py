@@ -1,9 +1,12 @@
-"""The generated pages of the documentation site: the CLI reference and one page per registered recipe.
+"""The generated pages of the documentation site: the CLI reference, the run record's field tables and one page
+per registered recipe.
 
-    python -m harness.docgen            # writes docs/reference/cli.md, docs/recipes/index.md, docs/recipes/NAME.md
+    python -m harness.docgen            # writes docs/reference/cli.md, docs/reference/run-record.md (its field
+                                        # tables), docs/recipes/index.md, docs/recipes/NAME.md
     python -m harness.docgen --out DIR  # the same pages under DIR (tests/test_docs.py compares them)
 
-Everything comes from the code: the argparse parsers of the three tools and the recipe registry (`recipes/`).
+Everything comes from the code: the argparse parsers of the three tools, the JSON Schemas of the records
+(`harness/records.py`) and the recipe registry (`recipes/`).
 Nothing depends on the terminal's width or on this machine, so the pages are the same wherever they are written.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -257,12 +261,86 @@ def with_recipes_nav(mkdocs_yml: str) -> str:
     return mkdocs_yml[:start] + recipes_nav() + mkdocs_yml[end:]
 
 
+# --------------------------------------------------------------------------- run record fields
+
+FIELDS_START = "<!-- record-fields:start (written by python -m harness.docgen from harness/records.py) -->\n"
+FIELDS_END = "<!-- record-fields:end -->\n"
+RUN_RECORD_PAGE = "reference/run-record.md"
+
+
+def _schema_type(prop: dict) -> str:
+    """A property's JSON Schema type in a few words: `integer`, `array of string`, `Reference`, `"a" or "b"`."""
+    if "$ref" in prop:
+        return prop["$ref"].rsplit("/", 1)[1]
+    if "anyOf" in prop:
+        return " or ".join(dict.fromkeys(_schema_type(p) for p in prop["anyOf"]))
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    if "enum" in prop:
+        return " or ".join(json.dumps(v) for v in prop["enum"])
+    kind = prop.get("type", "any")
+    if kind == "array" and "prefixItems" in prop:
+        return "[" + ", ".join(_schema_type(p) for p in prop["prefixItems"]) + "]"
+    if kind == "array":
+        return f"array of {_schema_type(prop.get('items', {}))}"
+    if kind == "object" and isinstance(prop.get("additionalProperties"), dict):
+        return f"object of {_schema_type(prop['additionalProperties'])}"
+    return kind
+
+
+def _field_table(schema: dict, names: list[str]) -> str:
+    lines = ["| field | type | meaning |", "|---|---|---|"]
+    for name in names:
+        prop = schema["properties"][name]
+        lines.append(f"| `{name}` | {_cell(_schema_type(prop))} | {_cell(prop.get('description', ''))} |")
+    return "\n".join(lines) + "\n"
+
+
+def record_fields_section() -> str:
+    """The field tables of harness/records.py's records, from their JSON Schemas."""
+    from harness.records import Estimate, EvalRecord, Provenance, RunRecord, Summary, record_schemas
+
+    schemas = record_schemas()
+    run, evaluation, estimate = schemas["run"], schemas["eval"], schemas["estimate"]
+    shared, summary = list(Provenance.model_fields), list(Summary.model_fields)
+    own = lambda model, base: [n for n in model.model_fields if n not in base.model_fields]  # noqa: E731
+    parts = [
+        "### Every record (summary.json and estimate.json)\n",
+        "What ran, on how many processes, with which batches, precision, device and libraries (`Provenance`).\n",
+        _field_table(run, shared),
+        "### summary.json, of a run and of an evaluation\n",
+        "The evaluation and what it is compared with (`Summary`).\n",
+        _field_table(run, [n for n in summary if n not in shared]),
+        "### summary.json of a training run\n",
+        "Beside the fields above (`RunRecord`).\n",
+        _field_table(run, own(RunRecord, Summary)),
+        "### summary.json of `--eval-only`\n",
+        "Beside the fields of every summary.json (`EvalRecord`).\n",
+        _field_table(evaluation, own(EvalRecord, Summary)),
+        "### estimate.json\n",
+        "Beside the fields of every record (`Estimate`).\n",
+        _field_table(estimate, own(Estimate, Provenance)),
+        "### Objects inside the records\n",
+    ]
+    defs = {**run["$defs"], **estimate.get("$defs", {})}
+    for name in sorted(defs):
+        parts += [f"#### `{name}`\n", _field_table(defs[name], list(defs[name]["properties"]))]
+    return "\n".join(parts)
+
+
+def with_record_fields(page: str) -> str:
+    """The run-record page with its field tables (between the markers) replaced by `record_fields_section()`."""
+    start, end = page.index(FIELDS_START) + len(FIELDS_START), page.index(FIELDS_END)
+    return page[:start] + "\n" + record_fields_section() + "\n" + page[end:]
+
+
 # --------------------------------------------------------------------------- writing
 
 
 def pages() -> dict[str, str]:
     """Every generated page, by its path under docs/."""
     out = {"reference/cli.md": cli_page(), "recipes/index.md": recipes_index()}
+    out[RUN_RECORD_PAGE] = with_record_fields((DOCS / RUN_RECORD_PAGE).read_text())
     out.update({f"recipes/{name}.md": recipe_page(name) for name in list_recipes()})
     return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -27,8 +26,9 @@ from harness.data.route import DataRoute
 from harness.engine import DeviceTally, Trainer, count_update, set_frozen, train_micro_step
 from harness.fitting import make_trainer
 from harness.plan import RunSpec
+from harness.records import Estimate
 from harness.report import wide_console
-from harness.results import atomic_write_json, new_run_dir, peak_rss_mb, versions
+from harness.results import atomic_write_text, estimate_record, new_run_dir, peak_rss_mb
 from recipes import Recipe
 
 WARMUP_UPDATES = 3
@@ -196,34 +196,20 @@ def estimate(spec: RunSpec) -> int:
     t = make_trainer(run)
     startup_s = process_age_s()  # the interpreter, the imports, the data and the model, before the first update
     timing = time_updates(t, WARMUP_UPDATES, TIMED_UPDATES)
-    record = {
-        "recipe": run.recipe.name,
-        "model": run.recipe.model,
-        "dataset": spec.dataset,
-        "budget": spec.budget,
-        "synthetic_data": synthetic,
-        **projection(run, t, timing, time_evaluation(t, EVAL_BATCHES), run.eval_samples),
-        "startup_s": startup_s,
-        "peak_memory_mb_per_device": _peak_memory_mb(run.accelerator.device),
-        "world_size": run.world,
-        "global_batch_size": run.batches.global_batch,
-        "micro_batch_size": run.batches.micro_batch,
-        "grad_accum_steps": run.batches.accum_steps,
-        "data_path": run.data_path,
-        "mixed_precision": run.accelerator.mixed_precision,
-        "device": str(run.accelerator.device),
-        "cpu_threads_per_process": run.cpu_threads,
-        "warmup_updates": WARMUP_UPDATES,
-        "timed_updates": TIMED_UPDATES,
-        "differences": run.differences,
-        "notices": [*spec.notices, *run.notes],
-        "versions": versions(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    projected = projection(run, t, timing, time_evaluation(t, EVAL_BATCHES), run.eval_samples)
+    record = estimate_record(
+        spec,
+        run,
+        projected,
+        startup_s=startup_s,
+        peak_memory_mb=_peak_memory_mb(run.accelerator.device),
+        warmup=WARMUP_UPDATES,
+        timed=TIMED_UPDATES,
+    )
     if run.accelerator.is_main_process:
         options = spec.options
         run_dir = new_run_dir(options.output, f"estimate-{run.recipe.name}", spec.dataset, spec.budget, options.seed)
-        atomic_write_json(run_dir / "estimate.json", record)
+        atomic_write_text(run_dir / "estimate.json", record.to_json())
         print_estimate(record)
         wide_console().print(f"wrote {run_dir / 'estimate.json'}")
     return 0
@@ -235,33 +221,32 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
-def print_estimate(record: dict) -> None:
-    table = Table(title=f"estimate: {record['recipe']} on {record['dataset']} ({record['budget']} budget)")
+def print_estimate(record: Estimate) -> None:
+    table = Table(title=f"estimate: {record.recipe} on {record.dataset} ({record.budget} budget)")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     rows = [
-        ("data", "synthetic (dataset absent)" if record["synthetic_data"] else "the dataset on disk"),
-        ("device", f"{record['device']} x {record['world_size']} ({record['mixed_precision'].replace('no', 'fp32')})"),
+        ("data", "synthetic (dataset absent)" if record.synthetic_data else "the dataset on disk"),
+        ("device", f"{record.device} x {record.world_size} ({(record.mixed_precision or 'no').replace('no', 'fp32')})"),
         (
             "global batch = micro x accumulation x processes",
-            f"{record['global_batch_size']} = {record['micro_batch_size']} x {record['grad_accum_steps']} x "
-            f"{record['world_size']}",
+            f"{record.global_batch_size} = {record.micro_batch_size} x {record.grad_accum_steps} x {record.world_size}",
         ),
-        ("img/s (training)", f"{record['img_per_s']:.1f}"),
+        ("img/s (training)", f"{record.img_per_s:.1f}"),
         (
             "step time: waiting for data / computing",
-            f"{record['data_wait_s'] * 1000:.1f} / {record['compute_s'] * 1000:.1f} ms "
-            f"({100 * record['data_wait_share']:.0f}% waiting)",
+            f"{record.data_wait_s * 1000:.1f} / {record.compute_s * 1000:.1f} ms "
+            f"({100 * record.data_wait_share:.0f}% waiting)",
         ),
-        ("start-up (process start to the first update)", _duration(record.get("startup_s") or 0.0)),
-        ("one epoch (train + eval)", _duration(record["epoch_s"])),
-        (f"whole schedule ({record['epochs']} epochs)", _duration(record["total_s"])),
-        ("device-hours", f"{record['device_hours']:.3g}"),
-        ("peak memory per device", f"{record['peak_memory_mb_per_device']:.0f} MiB"),
+        ("start-up (process start to the first update)", _duration(record.startup_s or 0.0)),
+        ("one epoch (train + eval)", _duration(record.epoch_s)),
+        (f"whole schedule ({record.epochs} epochs)", _duration(record.total_s)),
+        ("device-hours", f"{record.device_hours:.3g}"),
+        ("peak memory per device", f"{record.peak_memory_mb_per_device:.0f} MiB"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     console = wide_console()
-    for notice in record["notices"]:
+    for notice in record.notices:
         console.print(f"[yellow]note:[/] {notice}")
     console.print(table)

@@ -27,7 +27,7 @@ from harness.engine import evaluate
 from harness.plan import RunSpec
 from harness.publish import publish_record
 from harness.report import wide_console
-from harness.results import peak_rss_mb, versions
+from harness.results import eval_record
 from harness.run_dir import shared_run_dir
 from harness.weights import model_with_weights
 from recipes import Recipe
@@ -86,36 +86,21 @@ def evaluate_weights(spec: RunSpec) -> int:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0
-    summary = {
-        "status": "complete",
-        "eval_only": True,
-        "recipe": recipe.name,
-        "model": recipe.model,
-        "dataset": spec.dataset,
-        "source": dataset_source(eval_set),
-        "budget": spec.budget,
-        **final,
-        "class_names": class_names,
-        "wall_time_s": time.perf_counter() - wall_start,
-        "world_size": world,
-        "global_batch_size": recipe.batch_size,
-        "per_device_batch_size": per_device,
-        "mixed_precision": accelerator.mixed_precision,
-        "data_path": data_path,
-        "worker_output": "uint8" if data_path == "workers" else None,
-        "channels_last": True,
-        "peak_rss_mb": peak_rss_mb(),
-        "device": str(accelerator.device),
-        "cpu_threads_per_process": cpu_threads,
-        "seed": spec.options.seed,
-        "reference": dataclasses.asdict(spec.published.reference),
-        "tolerance": spec.published.tolerance,
-        "fidelity": differences,
-        "notices": list(spec.notices),
-        "weights": weights,
-        "versions": versions(),
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    summary = eval_record(
+        spec,
+        recipe,
+        final,
+        source=dataset_source(eval_set),
+        class_names=class_names,
+        wall_time_s=time.perf_counter() - wall_start,
+        accelerator=accelerator,
+        per_device=per_device,
+        data_path=data_path,
+        cpu_threads=cpu_threads,
+        seed=spec.options.seed,
+        fidelity=differences,
+        weights=weights,
+        started_at=started,
+    )
     publish_record(run_dir, summary, [], class_names)
     return 0

@@ -15,12 +15,9 @@ from harness.data import (
 from harness.ema import bare_model
 from harness.engine import Trainer
 from harness.plots import write_plots
+from harness.records import EvalRecord, RunRecord
 from harness.report import render_markdown, rich_table, wide_console
-from harness.results import (
-    atomic_write_json,
-    atomic_write_text,
-    summary_record,
-)
+from harness.results import atomic_write_text, summary_record
 
 
 def write_record(
@@ -28,23 +25,30 @@ def write_record(
 ) -> None:
     """summary.json, the plots, report.md and the final weights (main process only)."""
     summary = summary_record(run, trainer, final, elapsed_before_s + time.perf_counter() - run.wall_start)
-    summary["skipped_images"] = unreadable_images(run_dir / UNREADABLE_LOG)
-    summary.update(nodes=attempts[-1]["nodes"], world_sizes=[a["processes"] for a in attempts], attempts=attempts)
-    if len(set(summary["world_sizes"])) > 1:
-        counts = " then ".join(str(n) for n in summary["world_sizes"])
+    summary = summary.with_fields(
+        skipped_images=unreadable_images(run_dir / UNREADABLE_LOG),
+        nodes=attempts[-1]["nodes"],
+        world_sizes=[a["processes"] for a in attempts],
+        attempts=attempts,
+    )
+    if len(set(summary.world_sizes)) > 1:
+        counts = " then ".join(str(n) for n in summary.world_sizes)
         wide_console().print(f"trained over {len(attempts)} attempts on {counts} process(es) (attempts.json)")
-    if run.spec.options.save_weights is not None:
+    save_weights = run.spec.options.save_weights
+    if save_weights is not None:
         weights = bare_model(run.accelerator, run.model).state_dict()
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(run.spec.options.save_weights))
-        summary["saved_weights"] = str(run.spec.options.save_weights)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(save_weights))
+        summary = summary.with_fields(saved_weights=str(save_weights))
     publish_record(run_dir, summary, trainer.history, run.class_names)
 
 
-def publish_record(run_dir: Path, summary: dict, history: list[dict], class_names: list[str] | None) -> None:
+def publish_record(
+    run_dir: Path, summary: RunRecord | EvalRecord, history: list[dict], class_names: list[str] | None
+) -> None:
     """A finished record's plots, summary.json and report.md, and its row on the console (main process only)."""
-    summary["plots"] = write_plots(run_dir, history, summary["confusion_matrix"], class_names)
-    atomic_write_json(run_dir / "summary.json", summary)
-    record = {**summary, "_run_dir": run_dir.name}
+    summary = summary.with_fields(plots=write_plots(run_dir, history, summary.confusion_matrix or [], class_names))
+    atomic_write_text(run_dir / "summary.json", summary.to_json())
+    record = summary.located(run_dir.name)
     atomic_write_text(run_dir / "report.md", render_markdown([record], link_base=".."))
     console = wide_console()
     console.print(rich_table([record]))

@@ -20,6 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.data.sources import dataset_source
+from harness.plan import RunSpec
+from harness.records import Estimate, EvalRecord, RunRecord
+from recipes import Recipe
 
 METRIC_COLUMNS = [
     "epoch",
@@ -141,10 +144,10 @@ def tracked_top1(row: dict) -> float:
     return row.get("eval_top1_ema", row["eval_top1"])
 
 
-def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
+def summary_record(run, trainer, final: dict, wall_time_s: float) -> RunRecord:
     """summary.json of a finished run: what ran, on what, how fast, how well, and how it differs from the paper.
 
-    `run` is train.py's BuiltRun, `trainer` the engine's Trainer after fitting, `final` the last evaluation."""
+    `run` is harness.assemble's BuiltRun, `trainer` the engine's Trainer after fitting, `final` the last evaluation."""
     recipe, spec, options, history = run.recipe, run.spec, run.spec.options, trainer.history
     speeds = [row["train_img_per_s"] for row in history]
     # The first best, as timm's saver keeps it: by the EMA's top-1 when the EMA is evaluated.
@@ -159,61 +162,147 @@ def summary_record(run, trainer, final: dict, wall_time_s: float) -> dict:
         "eval_f1",
         "per_class_accuracy",
     )
-    return {
-        "status": "complete",
-        "recipe": recipe.name,
-        "model": recipe.model,
-        "dataset": spec.dataset,
+    return RunRecord(
+        status="complete",
+        recipe=recipe.name,
+        model=recipe.model,
+        dataset=spec.dataset,
         # Where the data was read from: format, root, each split's files and sizes (harness.data.sources).
-        "source": dataset_source(run.datasets[1]),
-        "budget": spec.budget,
-        "epochs_run": len(history),
-        "stopped_early_at_epoch": trainer.stopped_early_at_epoch,
-        "train_top1": history[-1]["train_top1"] if history else None,
-        "train_loss": history[-1]["train_loss"] if history else None,
+        source=dataset_source(run.datasets[1]),
+        budget=spec.budget,
+        epochs_run=len(history),
+        stopped_early_at_epoch=trainer.stopped_early_at_epoch,
+        train_top1=history[-1]["train_top1"] if history else None,
+        train_loss=history[-1]["train_loss"] if history else None,
         **{k: final[k] for k in eval_keys},
         # eval_top1 is the last epoch's and the one compared with the publication; timm's train.py reports its best.
-        "compared_top1": "last epoch",
-        "best_eval_top1": tracked_top1(best) if best else None,
-        "best_of": "ema" if recipe.model_ema else "model",
-        "best_epoch": best["epoch"] if best else None,
-        "class_names": run.class_names,
-        "confusion_matrix": final["confusion_matrix"],
-        "train_samples": run.train_samples,
+        compared_top1="last epoch",
+        best_eval_top1=tracked_top1(best) if best else None,
+        best_of="ema" if recipe.model_ema else "model",
+        best_epoch=best["epoch"] if best else None,
+        class_names=run.class_names,
+        confusion_matrix=final["confusion_matrix"],
+        train_samples=run.train_samples,
         # The first epoch carries start-up cost; the median of the rest is the steady speed.
-        "train_img_per_s": statistics.median(speeds[1:] or speeds),
-        "wall_time_s": wall_time_s,
-        "world_size": run.world,
-        "global_batch_size": recipe.batch_size,
-        "per_device_batch_size": run.batches.per_process,
-        "micro_batch_size": run.batches.micro_batch,
-        "grad_accum_steps": run.batches.accum_steps,
-        "mixed_precision": run.accelerator.mixed_precision,
-        "data_path": run.data_path,
+        train_img_per_s=statistics.median(speeds[1:] or speeds),
+        wall_time_s=wall_time_s,
+        world_size=run.world,
+        global_batch_size=recipe.batch_size,
+        per_device_batch_size=run.batches.per_process,
+        micro_batch_size=run.batches.micro_batch,
+        grad_accum_steps=run.batches.accum_steps,
+        mixed_precision=run.accelerator.mixed_precision,
+        data_path=run.data_path,
         # The per-image path's workers hand over uint8; conversion, normalisation and erasing run on the device.
-        "worker_output": "uint8" if run.data_path == "workers" else None,
-        "augment_on": run.augment_on,
+        worker_output="uint8" if run.data_path == "workers" else None,
+        augment_on=run.augment_on,
         # Where training images were decoded (None: the in-memory path, or images not read from files), and the
         # distinct training images decoded in the workers instead of on the device, by reason.
-        "decode_on": run.decode_on,
-        "decode_fallbacks": run.decode_fallbacks,
-        "channels_last": True,
-        "compiled": options.compile,
-        "peak_rss_mb": peak_rss_mb(),
-        "device": str(run.accelerator.device),
-        "cpu_threads_per_process": run.cpu_threads,
-        "seed": options.seed,
-        "reference": dataclasses.asdict(spec.published.reference),
-        "tolerance": spec.published.tolerance,
-        "fidelity": run.differences,
+        decode_on=run.decode_on,
+        decode_fallbacks=run.decode_fallbacks,
+        channels_last=True,
+        compiled=options.compile,
+        peak_rss_mb=peak_rss_mb(),
+        device=str(run.accelerator.device),
+        cpu_threads_per_process=run.cpu_threads,
+        seed=options.seed,
+        reference=dataclasses.asdict(spec.published.reference),
+        tolerance=spec.published.tolerance,
+        fidelity=run.differences,
         # the published recipe's settings no primary source confirms (its notes that say UNVERIFIED)
-        "unverified_settings": [note for note in spec.published.notes if "UNVERIFIED" in note],
-        "lr_rescale": spec.lr_rescale,
-        "notices": [*spec.notices, *run.notes],
-        "resumed": spec.resume_dir is not None,
-        "pretrained_file": str(options.pretrained_file) if options.pretrained_file else None,
-        "weights": run.weights,
-        "versions": versions(),
-        "started_at": run.started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        unverified_settings=[note for note in spec.published.notes if "UNVERIFIED" in note],
+        lr_rescale=spec.lr_rescale,
+        notices=[*spec.notices, *run.notes],
+        resumed=spec.resume_dir is not None,
+        pretrained_file=str(options.pretrained_file) if options.pretrained_file else None,
+        weights=run.weights,
+        versions=versions(),
+        started_at=run.started_at,
+        finished_at=now_iso(),
+    )
+
+
+def now_iso() -> str:
+    """The UTC time to the second, ISO 8601 (the records' timestamps)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def eval_record(
+    spec: RunSpec,
+    recipe: Recipe,
+    final: dict,
+    *,
+    source: dict | None,
+    class_names: list[str] | None,
+    wall_time_s: float,
+    accelerator,
+    per_device: int,
+    data_path: str,
+    cpu_threads: int,
+    seed: int,
+    fidelity: list[str],
+    weights: dict | None,
+    started_at: str,
+) -> EvalRecord:
+    """summary.json of `--eval-only`: `final` is engine.evaluate's result, `recipe` the evaluated recipe."""
+    return EvalRecord(
+        status="complete",
+        eval_only=True,
+        recipe=recipe.name,
+        model=recipe.model,
+        dataset=spec.dataset,
+        source=source,
+        budget=spec.budget,
+        **final,
+        class_names=class_names,
+        wall_time_s=wall_time_s,
+        world_size=accelerator.num_processes,
+        global_batch_size=recipe.batch_size,
+        per_device_batch_size=per_device,
+        mixed_precision=accelerator.mixed_precision,
+        data_path=data_path,
+        worker_output="uint8" if data_path == "workers" else None,
+        channels_last=True,
+        peak_rss_mb=peak_rss_mb(),
+        device=str(accelerator.device),
+        cpu_threads_per_process=cpu_threads,
+        seed=seed,
+        reference=dataclasses.asdict(spec.published.reference),
+        tolerance=spec.published.tolerance,
+        fidelity=fidelity,
+        notices=list(spec.notices),
+        weights=weights,
+        versions=versions(),
+        started_at=started_at,
+        finished_at=now_iso(),
+    )
+
+
+def estimate_record(
+    spec: RunSpec, run, projected: dict, *, startup_s: float | None, peak_memory_mb: float, warmup: int, timed: int
+) -> Estimate:
+    """estimate.json: `run` is harness.assemble's BuiltRun, `projected` estimate.projection's result."""
+    return Estimate(
+        recipe=run.recipe.name,
+        model=run.recipe.model,
+        dataset=spec.dataset,
+        budget=spec.budget,
+        synthetic_data=spec.synthetic_data,
+        **projected,
+        startup_s=startup_s,
+        peak_memory_mb_per_device=peak_memory_mb,
+        world_size=run.world,
+        global_batch_size=run.batches.global_batch,
+        micro_batch_size=run.batches.micro_batch,
+        grad_accum_steps=run.batches.accum_steps,
+        data_path=run.data_path,
+        mixed_precision=run.accelerator.mixed_precision,
+        device=str(run.accelerator.device),
+        cpu_threads_per_process=run.cpu_threads,
+        warmup_updates=warmup,
+        timed_updates=timed,
+        fidelity=run.differences,
+        notices=[*spec.notices, *run.notes],
+        versions=versions(),
+        created_at=now_iso(),
+    )

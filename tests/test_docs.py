@@ -73,27 +73,11 @@ def test_the_readme_is_a_front_page_inside_the_repository():
 
 
 def _summary_keys() -> set[str]:
-    """Every key a summary.json can hold, read from the code that writes it (harness/results.py, publish.py and
-    evaluate_only.py): the record's dict literals, the eval keys it copies, and what write_record adds."""
-    import ast
+    """Every key a summary.json can hold, read from the types that write it (harness/records.py): a training
+    run's record and an --eval-only one."""
+    from harness.records import EvalRecord, RunRecord
 
-    keys = set()
-    for module in ("results", "publish", "evaluate_only"):
-        tree = ast.parse((ROOT / "harness" / f"{module}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Dict) and any(
-                isinstance(k, ast.Constant) and k.value == "status" for k in node.keys
-            ):
-                keys |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-                if node.targets[0].id == "eval_keys":
-                    keys |= {e.value for e in node.value.elts}
-            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "summary":
-                if isinstance(node.slice, ast.Constant):
-                    keys.add(node.slice.value)
-            if isinstance(node, ast.Call) and ast.unparse(node.func) == "summary.update":
-                keys |= {k.arg for k in node.keywords}
-    return keys
+    return set(RunRecord.model_fields) | set(EvalRecord.model_fields)
 
 
 def test_the_run_record_page_names_every_summary_field_and_metrics_column():
@@ -104,3 +88,11 @@ def test_the_run_record_page_names_every_summary_field_and_metrics_column():
     assert {"eval_top1", "fidelity", "attempts", "eval_only", "skipped_images", "plots"} <= keys  # the reader works
     missing = sorted(k for k in keys | set(METRIC_COLUMNS) if f"`{k}`" not in page)
     assert not missing, f"docs/reference/run-record.md does not describe {missing}"
+
+
+def test_the_run_record_page_holds_the_field_tables_of_the_record_schemas():
+    page = (ROOT / "docs" / "reference" / "run-record.md").read_text()
+    assert docgen.with_record_fields(page) == page, "run python -m harness.docgen: the record field tables differ"
+    assert docgen.record_fields_section() in page
+    for name in ("`differences`", "`notes`", "`estimate.json`", "`synthetic_data`", "`created_at`"):
+        assert name in page, name

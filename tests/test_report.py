@@ -238,8 +238,8 @@ def write_runs(root, records):
 
 def test_load_records_keeps_run_directories_relative_to_the_root(tmp_path):
     write_runs(tmp_path, [record("rsb_a3", 90.0, finished_at="2"), record("cosine", 91.0, finished_at="1")])
-    assert [r["_run_dir"] for r in load_records(tmp_path)] == ["cosine-digits-proxy-seed0", "rsb_a3-digits-proxy-seed0"]
-    assert load_records(tmp_path / "rsb_a3-digits-proxy-seed0")[0]["_run_dir"] == "."
+    assert [r.run_dir for r in load_records(tmp_path)] == ["cosine-digits-proxy-seed0", "rsb_a3-digits-proxy-seed0"]
+    assert load_records(tmp_path / "rsb_a3-digits-proxy-seed0")[0].run_dir == "."
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])

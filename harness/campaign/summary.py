@@ -53,5 +53,5 @@ def write_campaign_report(campaign: Campaign, path: Path, root: Path, states: li
     """report.md, comparison.png and results.csv in the root, over the finished runs of the campaign's grid."""
     finished = {s.run_dir for s in states if s.status == "done"}
     runs = root / "runs"
-    records = [r for r in (load_records(runs) if runs.is_dir() else []) if f"runs/{r['_run_dir']}" in finished]
+    records = [r for r in (load_records(runs) if runs.is_dir() else []) if f"runs/{r.run_dir}" in finished]
     return write_report_files(root, records, runs, campaign_markdown(campaign, path, states))

@@ -25,7 +25,7 @@ from harness.report.exports import frame_csv, frame_json
 from harness.report.files import chart_markdown, relative
 from harness.report.frames import comparison_frame
 from harness.report.markdown import render_markdown, render_summary
-from harness.report.records import load_records
+from harness.report.records import Record, load_records
 from harness.results import atomic_write_text
 
 PROG = "recipe-harness-report"
@@ -49,7 +49,7 @@ def _readme_text(readme: Path, markdown: str) -> str:
     return f"{head}{README_START}\n{markdown}{README_END}{rest.split(README_END, 1)[1]}"
 
 
-def _load(runs_dir: Path) -> list[dict]:
+def _load(runs_dir: Path) -> list[Record]:
     if not runs_dir.is_dir():
         raise InputError(f"{runs_dir} is not a directory of runs")
     try:
@@ -104,7 +104,7 @@ def chart_path(args: argparse.Namespace) -> Path:
     return args.runs_dir / COMPARISON
 
 
-def readme_pages(records: list[dict], runs_dir: Path, readme: Path, detail: Path, chart: Path) -> tuple[str, str]:
+def readme_pages(records: list[Record], runs_dir: Path, readme: Path, detail: Path, chart: Path) -> tuple[str, str]:
     """The README's results section (chart, table, sources, link) and the full report that it links to."""
     link = relative(detail, readme.parent)
     section = (

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.console import Console
 from rich.table import Table
 
 from harness.report.frames import comparison_frame
 from harness.report.markdown import table_frame
+from harness.report.records import RecordLike
 
 # Differences the console table shows under a "not comparable" row; the rest are in each run's summary.json.
 CONSOLE_DIFFERENCES = 3
 
 
-def rich_table(records: list[dict], differences_shown: int = CONSOLE_DIFFERENCES) -> Table:
+def rich_table(records: Iterable[RecordLike], differences_shown: int = CONSOLE_DIFFERENCES) -> Table:
     """The comparison table; under a "not comparable" row, its first few differences and where the rest are."""
     table = Table(title="measured vs reported")
     frame = comparison_frame(records)

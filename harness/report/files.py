@@ -10,6 +10,7 @@ from harness.report.chart import CHART_CAPTION, write_chart
 from harness.report.exports import frame_csv
 from harness.report.frames import comparison_frame
 from harness.report.markdown import render_markdown
+from harness.report.records import Record
 from harness.results import atomic_write_text
 
 REPORT = "report.md"
@@ -26,7 +27,7 @@ def chart_markdown(chart: Path, written_in: Path) -> str:
     return f"![measured vs reported top-1]({relative(chart, written_in)})\n\n{CHART_CAPTION}\n\n"
 
 
-def write_report_files(directory: Path, records: list[dict], runs_dir: Path, preamble: str = "") -> list[Path]:
+def write_report_files(directory: Path, records: list[Record], runs_dir: Path, preamble: str = "") -> list[Path]:
     """Write report.md (`preamble`, the chart, the full report), comparison.png and results.csv in `directory`.
 
     `records` come from `load_records(runs_dir)`; their plot links are made relative to `directory`. Without

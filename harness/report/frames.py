@@ -9,8 +9,12 @@ number.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import pandas as pd
+
+from harness.records import EvalRecord, RunRecord
+from harness.report.records import Record, RecordLike, as_records
 
 GROUP_KEYS = ["recipe", "model", "dataset", "budget", "fidelity_key"]
 # The data columns of comparison_frame, in the order csv and json write them.
@@ -54,35 +58,39 @@ def _or(value: object, default: object) -> object:
     return default if value is None else value
 
 
-def fidelity_key(record: dict) -> str:
-    return "\n".join(record.get("fidelity") or [])
+def fidelity_key(record: Record) -> str:
+    return "\n".join(record.fidelity)
 
 
-def runs_frame(records: list[dict]) -> pd.DataFrame:
+def _run_only(record: Record) -> RunRecord | None:
+    return record if isinstance(record, RunRecord) else None
+
+
+def runs_frame(records: Iterable[RecordLike]) -> pd.DataFrame:
     """One row per run with the flat columns the aggregation needs."""
     rows = []
-    for record in records:
-        ref = record.get("reference") or {}
+    for record in as_records(records):
+        ref, run = record.reference, _run_only(record)
         rows.append(
             {
                 # Weights evaluated without training (--eval-only) form their own row, marked as such.
-                "recipe": record["recipe"] + (EVAL_ONLY_MARK if record.get("eval_only") else ""),
-                "model": record["model"],
-                "dataset": record["dataset"],
-                "budget": record["budget"],
+                "recipe": record.recipe + (EVAL_ONLY_MARK if isinstance(record, EvalRecord) else ""),
+                "model": record.model,
+                "dataset": record.dataset,
+                "budget": record.budget,
                 "fidelity_key": fidelity_key(record),
-                "eval_top1": _number(record["eval_top1"]),
-                "best_eval_top1": _number(record.get("best_eval_top1")),
-                "train_img_per_s": _number(record.get("train_img_per_s")),
-                "wall_time_s": _number(record.get("wall_time_s")),
-                "eval_precision": _number(record.get("eval_precision")),
-                "eval_recall": _number(record.get("eval_recall")),
-                "eval_f1": _number(record.get("eval_f1")),
-                "tolerance": _number(_or(record.get("tolerance"), DEFAULT_TOLERANCE)),
-                "reported": _number(ref.get("top1")),
-                "source": ref.get("source") or "",
-                "unverified": bool(ref.get("unverified")),
-                "run_dir": record.get("_run_dir", "."),
+                "eval_top1": _number(record.eval_top1),
+                "best_eval_top1": _number(run and run.best_eval_top1),
+                "train_img_per_s": _number(run and run.train_img_per_s),
+                "wall_time_s": _number(record.wall_time_s),
+                "eval_precision": _number(record.eval_precision),
+                "eval_recall": _number(record.eval_recall),
+                "eval_f1": _number(record.eval_f1),
+                "tolerance": _number(_or(record.tolerance, DEFAULT_TOLERANCE)),
+                "reported": _number(ref.top1),
+                "source": ref.source or "",
+                "unverified": ref.unverified,
+                "run_dir": record.run_dir,
             }
         )
     return pd.DataFrame(rows)
@@ -152,12 +160,13 @@ def _number_sources(frame: pd.DataFrame) -> list[int | None]:
     return numbers
 
 
-def comparison_frame(records: list[dict]) -> pd.DataFrame:
+def comparison_frame(records: Iterable[RecordLike]) -> pd.DataFrame:
     """One row per group of runs sharing a setting, with numeric columns (DATA_COLUMNS).
 
     mean and std are over the group's runs (std is the sample standard deviation, NaN for one run);
     delta is mean - reported; baseline_gain is set only for groups without a published figure.
     """
+    records = as_records(records)
     if not records:
         return pd.DataFrame(columns=DATA_COLUMNS)
     frame = _with_baseline_gain(_aggregate(runs_frame(records)))
@@ -174,7 +183,7 @@ def sources_of(frame: pd.DataFrame) -> list[str]:
     return list(cited["source"])
 
 
-def ladder_frames(records: list[dict]) -> dict[tuple[str, str], pd.DataFrame]:
+def ladder_frames(records: Iterable[RecordLike]) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (dataset, budget) with at least two ladder recipes: step, recipe, n, mean and gain over the step before."""
     runs = runs_frame(records)
     runs = runs[runs["recipe"].isin(LADDER)]

@@ -8,11 +8,14 @@ plots); `render_markdown` both, as one report.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from urllib.parse import quote
 
 import pandas as pd
 
+from harness.records import RunRecord
 from harness.report.frames import GROUP_KEYS, comparison_frame, fidelity_key, ladder_frames, sources_of
+from harness.report.records import Record, RecordLike, as_records
 
 COLUMNS = [
     "recipe",
@@ -117,11 +120,12 @@ def _difference_lines(frame: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def _unverified_lines(records: list[dict]) -> list[str]:
+def _unverified_lines(records: list[Record]) -> list[str]:
     """Each recipe's settings that no primary source confirms, once per recipe (from its records)."""
     by_recipe: dict[str, list[str]] = {}
     for record in records:
-        by_recipe.setdefault(record["recipe"], list(record.get("unverified_settings") or []))
+        flagged = record.unverified_settings if isinstance(record, RunRecord) else []
+        by_recipe.setdefault(record.recipe, list(flagged))
     flagged = {recipe: notes for recipe, notes in sorted(by_recipe.items()) if notes}
     if not flagged:
         return []
@@ -130,7 +134,7 @@ def _unverified_lines(records: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def _ladder_lines(records: list[dict]) -> list[str]:
+def _ladder_lines(records: list[Record]) -> list[str]:
     ladders = ladder_frames(records)
     if not ladders:
         return []
@@ -167,38 +171,40 @@ def _link(link_base: str | None, run_dir: str, name: str) -> str:
     return quote(posixpath.normpath(posixpath.join(link_base or ".", run_dir, name)))
 
 
-def _run_line(record: dict, link_base: str | None) -> str | None:
+def _run_line(record: Record, link_base: str | None) -> str | None:
     """One run's seed, early stop and plots, or None when it recorded neither."""
     notes = []
-    if record.get("stopped_early_at_epoch") is not None:
-        notes.append(f"stopped early at epoch {record['stopped_early_at_epoch']}")
-    plots = record.get("plots") or {}
+    stopped = record.stopped_early_at_epoch if isinstance(record, RunRecord) else None
+    if stopped is not None:
+        notes.append(f"stopped early at epoch {stopped}")
+    plots = record.plots
     if not notes and not plots:
         return None
-    run_dir = record.get("_run_dir", ".")
-    seed = f"seed {record['seed']}" if record.get("seed") is not None else "seed unknown"
+    run_dir = record.run_dir
+    seed = f"seed {record.seed}" if record.seed is not None else "seed unknown"
     images = " ".join(f"![{name}]({_link(link_base, run_dir, file)})" for name, file in plots.items())
     return f"- `{run_dir}` ({'; '.join([seed, *notes])})" + (f": {images}" if images else "")
 
 
-def _hardware(record: dict) -> str | None:
+def _hardware(record: Record) -> str | None:
     """Where a run trained, from its record: device, processes, threads, data path, precision."""
-    if not record.get("device"):
+    if not record.device:
         return None
-    parts = [f"{record['device']} x {record.get('world_size', 1)} process(es)"]
-    sizes = record.get("world_sizes") or []
+    world = 1 if record.world_size is None else record.world_size
+    parts = [f"{record.device} x {world} process(es)"]
+    sizes = record.world_sizes if isinstance(record, RunRecord) else []
     if len(set(sizes)) > 1:  # resumed on another process count
         parts[0] += f" (attempts on {' then '.join(map(str, sizes))} processes)"
-    if record.get("cpu_threads_per_process") and str(record["device"]).startswith("cpu"):
-        parts.append(f"{record['cpu_threads_per_process']} CPU threads each")
-    if record.get("data_path"):
-        parts.append(f"{record['data_path']} data path")
-    if record.get("mixed_precision"):
-        parts.append(f"mixed precision {record['mixed_precision']}")
+    if record.cpu_threads_per_process and record.device.startswith("cpu"):
+        parts.append(f"{record.cpu_threads_per_process} CPU threads each")
+    if record.data_path:
+        parts.append(f"{record.data_path} data path")
+    if record.mixed_precision:
+        parts.append(f"mixed precision {record.mixed_precision}")
     return ", ".join(parts)
 
 
-def _detail_lines_for(row: pd.Series, runs: list[dict], link_base: str | None) -> list[str]:
+def _detail_lines_for(row: pd.Series, runs: list[Record], link_base: str | None) -> list[str]:
     lines = []
     hardware = sorted({h for h in map(_hardware, runs) if h})
     if hardware:
@@ -207,8 +213,8 @@ def _detail_lines_for(row: pd.Series, runs: list[dict], link_base: str | None) -
     recorded = [f"{name} {value:.2f}" for name, value in metrics if not pd.isna(value)]
     if recorded:
         lines += [f"Macro {', '.join(recorded)} (mean over the runs that recorded them).", ""]
-    names = next((r["class_names"] for r in runs if r.get("class_names")), None)
-    lines += _per_class_lines([r["per_class_accuracy"] for r in runs if r.get("per_class_accuracy")], names)
+    names = next((r.class_names for r in runs if r.class_names), None)
+    lines += _per_class_lines([r.per_class_accuracy for r in runs if r.per_class_accuracy], names)
     run_lines = [line for line in (_run_line(r, link_base) for r in runs) if line]
     if run_lines:
         lines += run_lines + [""]
@@ -217,11 +223,11 @@ def _detail_lines_for(row: pd.Series, runs: list[dict], link_base: str | None) -
     return [f"#### {group_label(row)} ({_runs(row['n'])})", ""] + lines
 
 
-def _detail_lines(records: list[dict], frame: pd.DataFrame, link_base: str | None) -> list[str]:
+def _detail_lines(records: list[Record], frame: pd.DataFrame, link_base: str | None) -> list[str]:
     lines = []
     for _, row in frame.iterrows():
         key = tuple(row[k] for k in GROUP_KEYS[:4]) + ("\n".join(row["fidelity"]),)
-        runs = [r for r in records if (*(r[k] for k in GROUP_KEYS[:4]), fidelity_key(r)) == key]
+        runs = [r for r in records if (r.recipe, r.model, r.dataset, r.budget, fidelity_key(r)) == key]
         lines += _detail_lines_for(row, runs, link_base)
     return ["### Per-recipe detail", ""] + lines if lines else []
 
@@ -236,7 +242,7 @@ def _summary_lines(frame: pd.DataFrame) -> list[str]:
     return [_markdown_table(table_frame(frame)), "", LAST_VS_BEST, "", *_sources_lines(sources_of(frame))]
 
 
-def _detail_part(records: list[dict], frame: pd.DataFrame, link_base: str | None) -> list[str]:
+def _detail_part(records: list[Record], frame: pd.DataFrame, link_base: str | None) -> list[str]:
     return (
         _difference_lines(frame)
         + _unverified_lines(records)
@@ -245,22 +251,24 @@ def _detail_part(records: list[dict], frame: pd.DataFrame, link_base: str | None
     )
 
 
-def render_markdown(records: list[dict], link_base: str | None = None) -> str:
+def render_markdown(records: Iterable[RecordLike], link_base: str | None = None) -> str:
     """The Markdown report of `records` (one record is enough: a run's own report.md): the summary, then the detail.
 
     Plot links are `link_base/RUN_DIR/FILE`: link_base is the path from the directory the report is
     written to, to the directory the records' `_run_dir` are relative to (None: the same directory).
     """
+    records = as_records(records)
     frame = comparison_frame(records)
     return "\n".join(_summary_lines(frame) + _detail_part(records, frame, link_base))
 
 
-def render_summary(records: list[dict]) -> str:
+def render_summary(records: Iterable[RecordLike]) -> str:
     """The comparison table and its numbered sources."""
     return "\n".join(_summary_lines(comparison_frame(records)))
 
 
-def render_detail(records: list[dict], link_base: str | None = None) -> str:
+def render_detail(records: Iterable[RecordLike], link_base: str | None = None) -> str:
     """The differences from the published setting, the ablation ladder and per-recipe detail (links as above)."""
+    records = as_records(records)
     frame = comparison_frame(records)
     return "\n".join(_detail_part(records, frame, link_base))
