@@ -13,7 +13,9 @@ from pathlib import Path
 
 from harness.campaign.grid import RunSpec
 from harness.campaign.spec import Campaign
-from harness.config import ConfigError
+from harness.config import ConfigError, budget_limits
+from harness.data import DataError
+from harness.results import check_writable as writable
 
 SUBMITIT_INSTALL = "pip install 'recipe-harness[campaign]' (or pip install 'submitit>=1.5')"
 
@@ -34,8 +36,6 @@ def launched_with(processes: int):
 
 def plan_runs(runs: list[RunSpec], root: Path, processes: int, estimate: bool = False) -> list:
     """harness.run's Plan of every run (with --estimate: as an estimate plans it); ConfigError for the first refusal."""
-    from harness.config import budget_limits
-    from harness.data import DataError
     from harness.run import parse_args, plan_run
 
     plans = []
@@ -72,8 +72,6 @@ def check_executor(campaign: Campaign) -> None:
 
 
 def check_writable(root: Path) -> None:
-    from harness.results import check_writable as writable
-
     try:
         writable(root)
     except OSError as e:

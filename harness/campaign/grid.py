@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.campaign.spec import Campaign
 from harness.config import ConfigError
+from harness.recipe_files import is_recipe_file, resolve
 
 # Options that change how a run is carried out, not what it computes: left out of a run's key.
 NON_KEY_OPTIONS = frozenset({"workers", "threads", "keep", "log_every", "save_every", "force", "download"})
@@ -66,8 +67,6 @@ class GridRecipe:
 
 def grid_recipes(campaign: Campaign, path: Path) -> list[GridRecipe]:
     """Each recipe of the grid resolved as harness/run.py resolves it (files relative to the campaign file)."""
-    from harness.recipe_files import is_recipe_file, resolve
-
     recipes = []
     for given in campaign.grid.recipe:
         arg = str((path.parent / given).expanduser().resolve()) if is_recipe_file(given) else given
