@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from harness.data.catalog import DataError, dataset_info, hub_repo
+from harness.data.readers.folder import folder_root
 
 EXTRAS = {"datasets": "hf", "huggingface_hub": "hf", "pyarrow": "hf", "webdataset": "wds"}
 # The split a shard belongs to, from its name: `NAME-train-0000.tar`, `NAME-validation-00.tar`, `val-3.tar`.
@@ -103,8 +104,6 @@ def _layout(name: str, root: Path, fmt: str, repo: str | None) -> Layout:
         return shard_layout(root, repo)
     if repo is not None:
         raise DataError(f"the cached snapshot of {repo} ({root}) holds no parquet files or WebDataset shards")
-    from harness.data.readers.folder import folder_root
-
     folder_root(root, name)
     return Layout("folder", root, ("train",), ("val",), "val")
 

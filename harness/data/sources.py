@@ -12,6 +12,8 @@ from harness.data.layouts import Layout, files_record, find_layout, refuse_remot
 from harness.data.readers.bundled import DigitsDataset, Mnist5kDataset
 from harness.data.readers.folder import folder_splits
 from harness.data.readers.idx import CIFAR, IDX_DATASETS, check_cifar, cifar_splits, idx_root, idx_splits
+from harness.data.readers.parquet import parquet_classes, parquet_splits
+from harness.data.readers.shards import check_shards, shard_splits
 
 # Read from files in one of the layouts of harness.data.layouts (class folders, parquet, tar shards).
 FILE_DATASETS = ("imagenet", "folder", "hfds", "wds")
@@ -40,12 +42,8 @@ def check_available(name: str, data_dir: Path | None, download: bool) -> None:
 
 def check_layout(layout: Layout) -> None:
     if layout.format == "parquet":
-        from harness.data.readers.parquet import parquet_classes
-
         parquet_classes(layout)
     elif layout.format == "wds":
-        from harness.data.readers.shards import check_shards
-
         check_shards(layout)
 
 
@@ -73,12 +71,8 @@ def _read(name: str, data_dir: Path | None, download: bool, train_tf, eval_tf):
 
 def layout_splits(name: str, layout: Layout, train_tf, eval_tf):
     if layout.format == "parquet":
-        from harness.data.readers.parquet import parquet_splits
-
         return parquet_splits(layout, train_tf, eval_tf)
     if layout.format == "wds":
-        from harness.data.readers.shards import shard_splits
-
         return shard_splits(layout, train_tf, eval_tf)
     return folder_splits(name, layout.root, train_tf, eval_tf)
 
