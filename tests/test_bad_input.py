@@ -86,6 +86,13 @@ def test_unwritable_output_is_refused_before_training(tmp_path, capsys):
     assert stderr.startswith("error: cannot create output directory") and "Traceback" not in stderr
 
 
+def test_resume_of_something_that_is_not_a_run(tmp_path, capsys):
+    returncode, stderr = _run(["--resume", str(tmp_path)], capsys)
+    assert returncode == 2
+    expected = f"error: --resume {tmp_path} is not a run directory (no run.json); pass one from runs/"
+    assert stderr.strip() == expected
+
+
 def test_report_on_a_directory_without_runs_is_refused(tmp_path, capsys):
     returncode = report_main([str(tmp_path)])
     assert returncode == 2 and "no summary.json found" in capsys.readouterr().err
