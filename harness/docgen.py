@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from harness.listing import is_report_experiment, report_experiments
+from harness.records import Estimate, EvalRecord, Provenance, RunRecord, Summary, record_schemas
 from recipes import NON_SETTING_FIELDS, Recipe, get_recipe, list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,8 +299,6 @@ def _field_table(schema: dict, names: list[str]) -> str:
 
 def record_fields_section() -> str:
     """The field tables of harness/records.py's records, from their JSON Schemas."""
-    from harness.records import Estimate, EvalRecord, Provenance, RunRecord, Summary, record_schemas
-
     schemas = record_schemas()
     run, evaluation, estimate = schemas["run"], schemas["eval"], schemas["estimate"]
     shared, summary = list(Provenance.model_fields), list(Summary.model_fields)

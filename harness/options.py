@@ -11,6 +11,8 @@ import argparse
 import re
 from collections.abc import Callable
 
+from harness.flag_hints import close_option, unrecognized_hint
+
 # Python spells this "invalid choice: 'huge' (choose from 'full', 'proxy', 'smoke')" up to 3.11 and without the
 # quotes around the choices from 3.12.
 _INVALID_CHOICE = re.compile(r"invalid choice: (?P<value>'[^']*') \(choose from (?P<choices>.*)\)$")
@@ -34,8 +36,6 @@ class OneLineErrorParser(argparse.ArgumentParser):
             choices = match["choices"].replace("'", "")
             message = f"{message[: match.start()]}invalid choice {match['value']} (choose from {choices})"
         if self.hint_unrecognized and message.startswith(_UNRECOGNIZED):
-            from harness.flag_hints import close_option, unrecognized_hint
-
             tokens = message[len(_UNRECOGNIZED) :].split()
             hint = unrecognized_hint(tokens)
             if hint:

@@ -23,6 +23,7 @@ from harness.data.memory import (
     split_tensors,
 )
 from harness.data.transforms import build_transforms
+from harness.run import main
 from recipes import get_recipe, list_recipes
 from tests.conftest import run_cli
 
@@ -213,12 +214,11 @@ def test_the_run_record_says_which_data_path_ran(tmp_path):
     assert summary["compiled"] is False and 0 < summary["peak_rss_mb"] < 2048
 
 
-@pytest.mark.slow
-def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path):
-    result = run_cli("--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
-                 "--output", str(tmp_path))  # fmt: skip
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+def test_forcing_the_memory_path_with_the_policy_in_workers_is_refused(tmp_path, capsys):
+    returncode = main(["--recipe", "rsb_a3", "--budget", "smoke", "--loader", "memory", "--augment-on", "workers",
+                       "--output", str(tmp_path)])  # fmt: skip
+    assert returncode == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --loader memory cannot run rsb_a3: ")
     assert "--augment-on workers runs the policy per image" in lines[0] and lines[0].endswith("use --loader workers")
     assert not any(tmp_path.iterdir())

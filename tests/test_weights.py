@@ -12,7 +12,7 @@ from harness.build import WeightsError, build_model
 from harness.run import main, plan_run
 from harness.weights import head_keys, load_file_into, model_with_weights
 from recipes import get_recipe, list_recipes
-from tests.conftest import accelerate_launch, only_summary, run_cli
+from tests.conftest import accelerate_launch, only_summary
 
 # One recipe per architecture the recipes name (timm's and the harness's own).
 RECIPE_OF_MODEL = {get_recipe(name).model: name for name in reversed(list_recipes())}
@@ -79,17 +79,22 @@ def test_a_torchvision_vgg16_file_goes_through_timms_checkpoint_filter(tmp_path)
     assert record["loaded"] == len(reference) - 2 and record["skipped"] == 2 and record["fresh"] == 2
 
 
-@pytest.mark.slow
-def test_a_file_for_another_architecture_is_refused_before_anything_is_written(tmp_path):
+def test_a_file_for_another_architecture_is_refused_before_anything_is_written(
+    tmp_path, capsys, fresh_accelerator_state
+):
     recipe = get_recipe("cnn_fmnist")
     _save(build_model(recipe, 10), tmp_path / "cnn.safetensors")
     with pytest.raises(WeightsError, match=r"does not fit lenet5: 8 of 8 backbone tensors missing"):
         model_with_weights(get_recipe("lenet_mnist"), 10, tmp_path / "cnn.safetensors", keep_head=False)
     smoke = ("--recipe", "lenet_mnist", "--dataset", "digits", "--budget", "smoke", "--workers", "0")
-    result = run_cli(*smoke, "--pretrained-file", str(tmp_path / "cnn.safetensors"), "--output", str(tmp_path / "runs"))
-    assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "features.0.weight is (32, 3, 3, 3) in the file, (6, 3, 5, 5) here" in result.stderr
+    capsys.readouterr()
+    returncode = main(
+        [*smoke, "--pretrained-file", str(tmp_path / "cnn.safetensors"), "--output", str(tmp_path / "runs")]
+    )
+    stderr = capsys.readouterr().err
+    assert returncode == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert "features.0.weight is (32, 3, 3, 3) in the file, (6, 3, 5, 5) here" in stderr
     assert not (tmp_path / "runs").exists()  # not even the output directory
 
 

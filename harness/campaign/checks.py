@@ -6,52 +6,36 @@ divide the batch over the launched processes) refuses the whole campaign with th
 
 from __future__ import annotations
 
-import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
-from harness.campaign.grid import RunSpec
+from harness.arguments import parse_options
+from harness.campaign.grid import GridRun
 from harness.campaign.spec import Campaign
-from harness.config import ConfigError
+from harness.config import ConfigError, budget_limits
+from harness.data import DataError
+from harness.plan import RunSpec, plan
+from harness.results import check_writable as writable
 
 SUBMITIT_INSTALL = "pip install 'recipe-harness[campaign]' (or pip install 'submitit>=1.5')"
 
 
-@contextmanager
-def launched_with(processes: int):
-    """WORLD_SIZE as `accelerate launch` sets it, for the checks that depend on the number of processes."""
-    before = os.environ.get("WORLD_SIZE")
-    os.environ["WORLD_SIZE"] = str(processes)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("WORLD_SIZE", None)
-        else:
-            os.environ["WORLD_SIZE"] = before
-
-
-def plan_runs(runs: list[RunSpec], root: Path, processes: int, estimate: bool = False) -> list:
-    """harness.run's Plan of every run (with --estimate: as an estimate plans it); ConfigError for the first refusal."""
-    from harness.config import budget_limits
-    from harness.data import DataError
-    from harness.run import parse_args, plan_run
-
-    plans = []
-    with launched_with(processes):
-        for run in runs:
-            argv = [*run.argv, "--output", str(run.output(root)), *(["--estimate"] if estimate else [])]
-            try:
-                plan = plan_run(parse_args(argv))
-                budget_limits(plan.budget)
-            except SystemExit as e:  # the harness's one-line usage errors
-                reason = str(e.code).removeprefix("error: ").removesuffix("; see --help")
-                raise ConfigError(f"run {run.id}: {reason} (see recipe-harness --help)") from None
-            except (ConfigError, DataError, OSError) as e:
-                raise ConfigError(f"run {run.id}: {e}") from None
-            plans.append(plan)
-    return plans
+def plan_runs(runs: list[GridRun], root: Path, processes: int, estimate: bool = False) -> list[RunSpec]:
+    """The RunSpec of every run on `processes` processes, as harness/run.py plans it (with --estimate: as an
+    estimate plans it); ConfigError for the first refusal."""
+    specs = []
+    for run in runs:
+        argv = [*run.argv, "--output", str(run.output(root)), *(["--estimate"] if estimate else [])]
+        try:
+            spec = plan(parse_options(argv), world=processes)
+            budget_limits(spec.budget)
+        except SystemExit as e:  # the harness's one-line usage errors
+            reason = str(e.code).removeprefix("error: ").removesuffix("; see --help")
+            raise ConfigError(f"run {run.id}: {reason} (see recipe-harness --help)") from None
+        except (ConfigError, DataError, OSError) as e:
+            raise ConfigError(f"run {run.id}: {e}") from None
+        specs.append(spec)
+    return specs
 
 
 def check_executor(campaign: Campaign) -> None:
@@ -72,8 +56,6 @@ def check_executor(campaign: Campaign) -> None:
 
 
 def check_writable(root: Path) -> None:
-    from harness.results import check_writable as writable
-
     try:
         writable(root)
     except OSError as e:

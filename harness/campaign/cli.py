@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.campaign import checks, executors, grid, plan, spec, summary
+from harness.campaign.runtime import reconcile, run_env
 from harness.campaign.state import Lock, RunState, merge, read_state, write_state
 from harness.config import ConfigError
 from harness.options import OneLineErrorParser
@@ -44,7 +45,7 @@ class Setup:
     campaign: spec.Campaign
     path: Path
     root: Path
-    specs: list[grid.RunSpec]
+    specs: list[grid.GridRun]
     states: list[RunState]
     warnings: list[str] = field(default_factory=list)
 
@@ -100,8 +101,6 @@ def report_only(setup: Setup) -> int:
 
 
 def show_plan(setup: Setup) -> int:
-    from harness.campaign.runtime import run_env
-
     campaign, root = setup.campaign, setup.root
     settings = list({s.setting: s for s in setup.specs}.values())
     notes = _refusal_here(setup)
@@ -133,8 +132,6 @@ def _refusal_here(setup: Setup) -> list[str]:
 
 
 def run(setup: Setup, retry_failed: bool, wait: bool) -> int:
-    from harness.campaign.runtime import reconcile, run_env
-
     campaign, root = setup.campaign, setup.root
     for warning in setup.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.campaign import launch, rundirs
-from harness.campaign.grid import RunSpec
+from harness.campaign.grid import GridRun
 from harness.campaign.spec import Campaign
 from harness.campaign.state import RunState, now
 from harness.config import ConfigError
@@ -25,12 +25,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 Save = Callable[[], None]
 
 
-def _resume_point(spec: RunSpec, root: Path) -> Path | None:
+def _resume_point(spec: GridRun, root: Path) -> Path | None:
     run_dir = rundirs.latest_run_dir(spec.output(root))
     return run_dir if rundirs.resumable(run_dir) else None
 
 
-def _argv(spec: RunSpec, root: Path, resume: Path | None) -> list[str]:
+def _argv(spec: GridRun, root: Path, resume: Path | None) -> list[str]:
     return ["--resume", str(resume)] if resume else [*spec.argv, "--output", str(spec.output(root))]
 
 
@@ -49,7 +49,7 @@ def ended_line(state: RunState) -> str:
 # --------------------------------------------------------------------------- local
 
 
-def run_locally(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunState]], env: dict, save: Save) -> bool:
+def run_locally(campaign: Campaign, root: Path, todo: list[tuple[GridRun, RunState]], env: dict, save: Save) -> bool:
     """Each run through `accelerate launch` in turn. A stop signal (Ctrl-C, SIGTERM, SIGUSR1/2) is passed on to the
     run in progress, which checkpoints; no further run starts. Returns whether the campaign was stopped."""
     stops = launch.StopRequests(STOP_SIGNALS)
@@ -63,7 +63,7 @@ def run_locally(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunSta
     return bool(stops.received)
 
 
-def _run_one(campaign, root: Path, spec: RunSpec, state: RunState, env: dict, stops, save: Save) -> None:
+def _run_one(campaign, root: Path, spec: GridRun, state: RunState, env: dict, stops, save: Save) -> None:
     resume = _resume_point(spec, root)
     command = launch.accelerate_command(
         _argv(spec, root, resume), campaign.launch.processes, port=launch.free_port(), cuda=launch.has_cuda()
@@ -130,7 +130,7 @@ def job_parameters(campaign: Campaign) -> dict:
     }
 
 
-def submit(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunState]], env: dict, save: Save) -> list:
+def submit(campaign: Campaign, root: Path, todo: list[tuple[GridRun, RunState]], env: dict, save: Save) -> list:
     """One job per run; each run's job id and log files are recorded as it is submitted. Returns (state, job)."""
     from harness.campaign.jobs import TrainingJob
 
@@ -148,7 +148,7 @@ def submit(campaign: Campaign, root: Path, todo: list[tuple[RunSpec, RunState]],
     return submitted
 
 
-def _submit_one(campaign: Campaign, spec: RunSpec, executor, job_fn, resume: Path | None):
+def _submit_one(campaign: Campaign, spec: GridRun, executor, job_fn, resume: Path | None):
     """submitit's job for one run; sbatch's refusal is one line (ConfigError)."""
     from submitit.core.utils import FailedJobError
 

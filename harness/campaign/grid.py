@@ -15,13 +15,14 @@ from typing import Any
 
 from harness.campaign.spec import Campaign
 from harness.config import ConfigError
+from harness.recipe_files import is_recipe_file, resolve
 
 # Options that change how a run is carried out, not what it computes: left out of a run's key.
 NON_KEY_OPTIONS = frozenset({"workers", "threads", "keep", "log_every", "save_every", "force", "download"})
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class GridRun:
     """One run of the grid: its folder name, its key and the harness/run.py options that start it."""
 
     id: str  # the folder CAMPAIGN_ROOT/runs/ID that is this run's --output
@@ -66,8 +67,6 @@ class GridRecipe:
 
 def grid_recipes(campaign: Campaign, path: Path) -> list[GridRecipe]:
     """Each recipe of the grid resolved as harness/run.py resolves it (files relative to the campaign file)."""
-    from harness.recipe_files import is_recipe_file, resolve
-
     recipes = []
     for given in campaign.grid.recipe:
         arg = str((path.parent / given).expanduser().resolve()) if is_recipe_file(given) else given
@@ -97,7 +96,7 @@ def shared_argv(campaign: Campaign, path: Path) -> list[str]:
     return argv + option_argv(campaign.options)
 
 
-def expand_grid(campaign: Campaign, path: Path) -> list[RunSpec]:
+def expand_grid(campaign: Campaign, path: Path) -> list[GridRun]:
     """Every combination of the grid, seeds innermost, as the runs that start it."""
     key_options = {k: v for k, v in campaign.options.items() if k.replace("-", "_") not in NON_KEY_OPTIONS}
     changed = {"set": campaign.overrides, "options": key_options}
@@ -117,5 +116,5 @@ def expand_grid(campaign: Campaign, path: Path) -> list[RunSpec]:
                     key = {"recipe": recipe.given, "dataset": dataset or recipe.dataset, "budget": budget}
                     key |= {"seed": seed, "overrides": campaign.overrides, "options": key_options}
                     estimate_group = f"{setting}-{_digest({**changed, 'launch': launch})}"
-                    runs.append(RunSpec(run_id, key, tuple(argv), estimate_group))
+                    runs.append(GridRun(run_id, key, tuple(argv), estimate_group))
     return runs

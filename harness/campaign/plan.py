@@ -13,7 +13,7 @@ import pandas as pd
 
 from harness.campaign import launch, rundirs
 from harness.campaign.executors import make_executor
-from harness.campaign.grid import RunSpec
+from harness.campaign.grid import GridRun
 from harness.campaign.spec import Campaign
 from harness.campaign.state import RunState
 from harness.config import ConfigError
@@ -27,7 +27,7 @@ SIGNAL_DELAY_S = 90
 TIGHT_SHARE = 0.5
 
 
-def estimate_folder(root: Path, campaign: Campaign, spec: RunSpec) -> Path:
+def estimate_folder(root: Path, campaign: Campaign, spec: GridRun) -> Path:
     return root / "estimates" / campaign.executor / spec.setting
 
 
@@ -36,11 +36,11 @@ def read_estimate(folder: Path) -> dict | None:
     return json.loads(found[-1].read_text()) if found else None
 
 
-def _estimate_argv(spec: RunSpec, folder: Path) -> list[str]:
+def _estimate_argv(spec: GridRun, folder: Path) -> list[str]:
     return [*spec.argv, "--estimate", "--output", str(folder)]
 
 
-def run_estimates(campaign: Campaign, root: Path, settings: list[RunSpec], env: dict) -> dict[str, dict | str]:
+def run_estimates(campaign: Campaign, root: Path, settings: list[GridRun], env: dict) -> dict[str, dict | str]:
     """Each setting's estimate.json (run now where none is kept), or the last line of why it failed."""
     missing = [s for s in settings if read_estimate(estimate_folder(root, campaign, s)) is None]
     if campaign.executor == "local":
@@ -58,7 +58,7 @@ def run_estimates(campaign: Campaign, root: Path, settings: list[RunSpec], env: 
     return {spec.setting: _result(root, campaign, spec) for spec in settings}
 
 
-def _estimate_with_submitit(campaign: Campaign, root: Path, missing: list[RunSpec], env: dict) -> None:
+def _estimate_with_submitit(campaign: Campaign, root: Path, missing: list[GridRun], env: dict) -> None:
     from harness.campaign.jobs import estimate_job
 
     executor = make_executor(campaign, root)
@@ -75,7 +75,7 @@ def _estimate_with_submitit(campaign: Campaign, root: Path, missing: list[RunSpe
             (estimate_folder(root, campaign, spec) / "estimate.log").write_text(f"{job.stdout()}\n{job.stderr()}")
 
 
-def _result(root: Path, campaign: Campaign, spec: RunSpec) -> dict | str:
+def _result(root: Path, campaign: Campaign, spec: GridRun) -> dict | str:
     folder = estimate_folder(root, campaign, spec)
     record = read_estimate(folder)
     if record is not None:
@@ -89,7 +89,7 @@ def startup_s(estimates: dict[str, dict | str]) -> float:
     return max((e.get("startup_s") or 0.0 for e in estimates.values() if isinstance(e, dict)), default=0.0)
 
 
-def kept_estimates(campaign: Campaign, root: Path, specs: list[RunSpec]) -> dict[str, dict | str]:
+def kept_estimates(campaign: Campaign, root: Path, specs: list[GridRun]) -> dict[str, dict | str]:
     """The estimates --plan has kept for the campaign's settings (none run now)."""
     found = {s.setting: read_estimate(estimate_folder(root, campaign, s)) for s in specs}
     return {setting: e for setting, e in found.items() if e is not None}
@@ -124,7 +124,7 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def plan_frame(specs: list[RunSpec], states: list[RunState], estimates: dict) -> pd.DataFrame:
+def plan_frame(specs: list[GridRun], states: list[RunState], estimates: dict) -> pd.DataFrame:
     rows = []
     for spec, state in zip(specs, states, strict=True):
         found = estimates[spec.setting]

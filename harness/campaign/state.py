@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.campaign import rundirs
-from harness.campaign.grid import RunSpec
+from harness.campaign.grid import GridRun
 from harness.config import ConfigError
 from harness.results import atomic_write_json
 
@@ -102,7 +102,7 @@ def read_state(root: Path) -> dict[str, RunState]:
         raise ConfigError(f"{path} is corrupted ({e}); move it away to start the campaign's state afresh") from None
 
 
-def merge(specs: list[RunSpec], previous: dict[str, RunState]) -> list[RunState]:
+def merge(specs: list[GridRun], previous: dict[str, RunState]) -> list[RunState]:
     """The grid's runs, each with what the campaign knew of it; a changed key starts afresh."""
     states = []
     for spec in specs:
