@@ -143,7 +143,7 @@ def wants_cuda() -> bool:
 
 
 def planned_device() -> torch.device:
-    """The device this process will train on, known before the Accelerator exists (harness.train.make_accelerator
+    """The device this process will train on, known before the Accelerator exists (harness.accelerator.make_accelerator
     decides by `wants_cuda` too): its local GPU, else the CPU."""
     if wants_cuda():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
