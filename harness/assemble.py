@@ -39,10 +39,12 @@ from harness.weights import model_with_weights
 from recipes import Recipe
 
 
-def settle_route(spec: RunSpec, recipe: Recipe, accelerator: Accelerator) -> DataRoute:
-    """The planned route settled on this process's device (where the training images are decoded); requests it
-    cannot take were refused while planning."""
+def settle_route(spec: RunSpec, recipe: Recipe, accelerator: Accelerator, training: bool = True) -> DataRoute:
+    """The planned route settled on this process's device (where the training images are decoded; with
+    `training=False`, an evaluation, which decodes in the workers, nowhere); requests it cannot take were refused
+    while planning."""
     options = spec.options
+    source, device = (spec.reads_from, accelerator.device) if training else (None, None)
     try:
         return choose_route(
             options.loader,
@@ -51,8 +53,8 @@ def settle_route(spec: RunSpec, recipe: Recipe, accelerator: Accelerator) -> Dat
             recipe,
             spec.dataset,
             accelerator.num_processes,
-            spec.reads_from,
-            accelerator.device,
+            source,
+            device,
         )
     except RouteError as e:
         raise ConfigError(str(e)) from None

@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3, distribute_bn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -35,6 +37,15 @@ class NonFiniteLoss(Exception):
         self.epoch, self.first_update, self.last_update = epoch, first_update, last_update
 
 
+class Batches(Protocol):
+    """What the engine iterates: (images, targets) batches and their count (harness.data.loader's loaders, or a
+    DataLoader prepared by accelerate)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+
 @dataclass
 class Trainer:
     """What one training run needs, already passed through `accelerator.prepare`."""
@@ -42,10 +53,10 @@ class Trainer:
     accelerator: Accelerator
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: Scheduler  # timm's, stepped per update and per epoch
     train_loss: torch.nn.Module
-    train_loader: object
-    eval_loader: object
+    train_loader: Batches
+    eval_loader: Batches
     num_classes: int
     global_batch_size: int
     # the epochs the schedule spans (harness.build.build_scheduler: epochs + cooldown, + warmup with warmup_prefix)
@@ -289,7 +300,7 @@ def _metrics(num_classes: int, device: torch.device) -> MetricCollection:
 
 
 @torch.no_grad()
-def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader, num_classes: int) -> dict:
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: Batches, num_classes: int) -> dict:
     """Top-1/5, loss, macro P/R/F1, per-class accuracy and confusion, each sample counted once."""
     model.eval()
     metrics = _metrics(num_classes, accelerator.device)

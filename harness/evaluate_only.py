@@ -48,7 +48,7 @@ def evaluation_differences(published: Recipe, recipe: Recipe, extra: list[str]) 
 def _eval_loader(spec: RunSpec, recipe: Recipe, accelerator: Accelerator, per_device: int):
     """(eval loader prepared for the processes, eval images, images before the budget's limit, classes, names)."""
     info, options = dataset_info(spec.dataset), spec.options
-    route = settle_route(spec, recipe, accelerator)
+    route = settle_route(spec, recipe, accelerator, training=False)
     eval_tf = worker_transforms(recipe, info.channels, route)[1]
     source = spec.source or spec.dataset
     train_set, eval_set, num_classes = build_datasets(source, options.data_dir, options.download, None, eval_tf)

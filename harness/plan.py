@@ -291,7 +291,11 @@ def check_weights_and_batches(options: RunOptions, recipe: Recipe, world: int) -
         return
     if options.pretrained_file is None and not recipe.pretrained:
         raise ConfigError("--eval-only needs weights: pass --pretrained-file FILE, or --set pretrained=True (hub)")
-    training = (("--resume", options.resume), ("--save-weights", options.save_weights))
+    training = (
+        ("--resume", options.resume),
+        ("--save-weights", options.save_weights),
+        ("--decode-on device", options.decode_on == "device"),  # where training images are decoded
+    )
     clashing = [flag for flag, given in training if given]
     if clashing:
         raise ConfigError(f"--eval-only trains nothing, so {' and '.join(clashing)} cannot go with it")
