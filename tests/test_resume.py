@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import train as train_module
+from harness import fitting
 from harness.attempts import read_attempts, run_status
 from harness.checkpoint import PROGRESS, complete_checkpoints
 from harness.config import ConfigError
 from harness.run import main
+from harness.run_dir import check_resumable
 from recipes import get_recipe
 from tests.conftest import ROOT, only_summary, run_cli
 
@@ -208,7 +209,7 @@ def test_non_finite_loss_stops_at_once_naming_the_step(tmp_path):
 
 
 def test_disk_full_while_checkpointing_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
-    real_save, calls = train_module.save_checkpoint, []
+    real_save, calls = fitting.save_checkpoint, []
 
     def save_then_fill_the_disk(*args, **kwargs):
         calls.append(1)
@@ -216,7 +217,7 @@ def test_disk_full_while_checkpointing_keeps_earlier_checkpoints(tmp_path, monke
             raise OSError(28, "No space left on device")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_fill_the_disk)
+    monkeypatch.setattr(fitting, "save_checkpoint", save_then_fill_the_disk)
     assert main(["--recipe", "baseline", *SMOKE, "--output", str(tmp_path)]) == 2
     assert "error: [Errno 28] No space left on device" in capsys.readouterr().err
     run = run_dir_of(tmp_path)
@@ -298,6 +299,6 @@ def test_a_run_saved_before_a_recipe_field_existed_resumes_with_that_field_at_it
     checkpoint = tmp_path / "checkpoints" / "update_000000002"
     checkpoint.mkdir(parents=True)
     (checkpoint / PROGRESS).write_text("{}")
-    train_module.check_resumable(tmp_path, recipe, seed=0, force=False)  # nothing changed: no refusal
+    check_resumable(tmp_path, recipe, seed=0, force=False)  # nothing changed: no refusal
     with pytest.raises(ConfigError, match=r"would change the run \(lr: "):
-        train_module.check_resumable(tmp_path, dataclasses.replace(recipe, lr=0.1), seed=0, force=False)
+        check_resumable(tmp_path, dataclasses.replace(recipe, lr=0.1), seed=0, force=False)
