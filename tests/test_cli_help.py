@@ -2,7 +2,7 @@
 keeps it, and says so in every mode), the first timm flags and typos are answered with the right name in one line,
 --list and --show print whole names, and the three tools run under their console-script names.
 
-In process through `harness.run.main` where possible; one subprocess per entry point."""
+In process through `harness.run.main` where possible; one subprocess per entry point (marked slow)."""
 
 import os
 import subprocess
@@ -173,7 +173,12 @@ def test_every_option_has_help_in_its_group():
     assert parser.prog == "recipe-harness" and "accelerate launch -m harness.run" in parser.epilog
 
 
-def test_list_through_a_pipe_at_80_columns_prints_every_name_whole_in_two_sections():
+def _listed_at_80_columns(in_process: bool, monkeypatch, capsys) -> str:
+    """What --list prints through a pipe with COLUMNS=80: from harness.run.main, or harness/run.py's own process."""
+    if in_process:
+        monkeypatch.setenv("COLUMNS", "80")
+        assert main(["--list"]) == 0
+        return capsys.readouterr().out
     result = subprocess.run(
         [sys.executable, "harness/run.py", "--list"],
         capture_output=True,
@@ -183,7 +188,13 @@ def test_list_through_a_pipe_at_80_columns_prints_every_name_whole_in_two_sectio
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout
+
+
+@pytest.mark.parametrize("in_process", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_list_through_a_pipe_at_80_columns_prints_every_name_whole_in_two_sections(in_process, monkeypatch, capsys):
+    stdout = _listed_at_80_columns(in_process, monkeypatch, capsys)
+    lines = stdout.splitlines()
     first_words = [line.split()[0] for line in lines if line.strip()]
     published, experiments = (
         lines.index("published recipes"),
@@ -195,7 +206,7 @@ def test_list_through_a_pipe_at_80_columns_prints_every_name_whole_in_two_sectio
         row = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
         from_report = name not in ("baseline", "cosine", "mixup_cutmix", "rsb_a1", "rsb_a2", "rsb_a3")
         assert (row > experiments) == from_report, name
-    assert "…" not in result.stdout
+    assert "…" not in stdout
 
 
 def test_show_prints_the_published_recipe_its_source_notes_and_unverified_settings(capsys):
@@ -229,6 +240,7 @@ def _console_scripts() -> dict[str, str]:
 SCRIPTS = _console_scripts()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_each_console_script_runs_its_main_under_its_name(script):
     """What the installed script runs (`sys.exit(main())`), with the usage line and exit status it gives."""
@@ -240,6 +252,7 @@ def test_each_console_script_runs_its_main_under_its_name(script):
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and refused.stderr.startswith("error: ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("entry", "prog"),
     [
