@@ -32,8 +32,8 @@ from harness.data import (
 )
 from harness.data.autoaugment import device_policy
 from harness.data.loader import Loader, build_loaders, worker_notes, worker_transforms
-from harness.data.route import DataRoute, RouteError, choose_route
-from harness.plan import RunSpec
+from harness.data.route import DataRoute
+from harness.plan import RunSpec, route_for
 from harness.run_dir import check_resumable
 from harness.weights import model_with_weights
 from recipes import Recipe
@@ -43,21 +43,8 @@ def settle_route(spec: RunSpec, recipe: Recipe, accelerator: Accelerator, traini
     """The planned route settled on this process's device (where the training images are decoded; with
     `training=False`, an evaluation, which decodes in the workers, nowhere); requests it cannot take were refused
     while planning."""
-    options = spec.options
     source, device = (spec.reads_from, accelerator.device) if training else (None, None)
-    try:
-        return choose_route(
-            options.loader,
-            options.augment_on,
-            options.decode_on,
-            recipe,
-            spec.dataset,
-            accelerator.num_processes,
-            source,
-            device,
-        )
-    except RouteError as e:
-        raise ConfigError(str(e)) from None
+    return route_for(spec.options, recipe, spec.dataset, accelerator.num_processes, source, device)
 
 
 @dataclass

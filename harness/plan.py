@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+import torch
+
 from harness.batching import mixes_pairs, split_batch
 from harness.config import (
     ConfigError,
@@ -236,7 +238,7 @@ def _plan_recipe(
     recipe = apply_overrides(recipe, overrides, given)
     recipe, size_notice = follow_test_size(published, recipe, overrides)
     notices += [size_notice] if size_notice else []
-    route = planned_route(options, recipe, data, world)
+    route = route_for(options, recipe, data.dataset, world, None if data.synthetic else data.source)
     check_weights_and_batches(options, recipe, world)
     # A recipe file that sets its own LR (a dumped run's, already rescaled) keeps it; an evaluation trains
     # nothing, so its learning rate is left as published.
@@ -265,17 +267,19 @@ def _plan_recipe(
     )
 
 
-def planned_route(options: RunOptions, recipe: Recipe, data: DataChoice, world: int) -> DataRoute:
-    """The data route these options ask for, before any device exists; ConfigError for one the recipe cannot take."""
+def route_for(
+    options: RunOptions,
+    recipe: Recipe,
+    dataset: str,
+    world: int,
+    source: str | None,
+    device: torch.device | None = None,
+) -> DataRoute:
+    """The data route `options` ask for, for images read under `source` (None: not from files) and decoded on
+    `device` (None: before any device exists); ConfigError for one the recipe cannot take."""
     try:
         return choose_route(
-            options.loader,
-            options.augment_on,
-            options.decode_on,
-            recipe,
-            data.dataset,
-            world,
-            None if data.synthetic else data.source,
+            options.loader, options.augment_on, options.decode_on, recipe, dataset, world, source, device
         )
     except RouteError as e:
         raise ConfigError(str(e)) from None
