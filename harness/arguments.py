@@ -7,7 +7,6 @@ options = options_from_args(args)                                  # harness.pla
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from harness.config import BUDGETS
 from harness.data import DATASETS
 from harness.data.route import AUGMENT_ON, DECODE_ON, LOADERS
 from harness.options import OneLineErrorParser, int_in_range
-from harness.plan import DEFAULT_WORKERS, SAVED_NAMES, SEED_MAX, RunOptions
+from harness.plan import DEFAULT_WORKERS, SEED_MAX, RunOptions
 from harness.recipe_files import SUFFIXES
 
 DUMP_FORMATS = ("harness", "timm")
@@ -263,9 +262,7 @@ def _saved_options(run_dir: Path) -> dict:
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """The RunOptions of a parsed command line (the options that describe only this invocation are left out)."""
-    names = {SAVED_NAMES.get(f.name, f.name): f.name for f in dataclasses.fields(RunOptions)}
-    values = {names[key]: value for key, value in vars(args).items() if key in names}
-    return RunOptions(**{**values, "overrides": tuple(values.get("overrides") or ())})
+    return RunOptions.from_saved(vars(args))
 
 
 def parse_options(argv: list[str]) -> RunOptions:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from harness.data.autoaugment import device_policy
 from harness.data.loader import Loader, build_loaders, worker_notes, worker_transforms
 from harness.data.route import DataRoute
 from harness.plan import RunSpec, route_for
+from harness.results import now_iso
 from harness.run_dir import check_resumable
 from harness.weights import model_with_weights
 from recipes import Recipe
@@ -140,7 +140,7 @@ def build_run(spec: RunSpec, load: Callable[[RunSpec, Recipe, DataRoute], Splits
     """Accelerator, threads, recipe, datasets, model, optimizer and loaders: everything before the first step.
 
     `load(spec, recipe, route) -> Splits` replaces the dataset loading (the estimate's synthetic data)."""
-    started_at, wall_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    started_at, wall_start = now_iso(), time.perf_counter()
     options = spec.options
     accelerator, cpu_threads = start_accelerator(spec)
     recipe, split = resolve_for_processes(spec.recipe, accelerator, options.micro_batch)

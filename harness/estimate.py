@@ -197,16 +197,16 @@ def estimate(spec: RunSpec) -> int:
     startup_s = process_age_s()  # the interpreter, the imports, the data and the model, before the first update
     timing = time_updates(t, WARMUP_UPDATES, TIMED_UPDATES)
     projected = projection(run, t, timing, time_evaluation(t, EVAL_BATCHES), run.eval_samples)
-    record = estimate_record(
-        spec,
-        run,
-        projected,
-        startup_s=startup_s,
-        peak_memory_mb=_peak_memory_mb(run.accelerator.device),
-        warmup=WARMUP_UPDATES,
-        timed=TIMED_UPDATES,
-    )
-    if run.accelerator.is_main_process:
+    if run.accelerator.is_main_process:  # the record (and its versions, read from git) is the main process's alone
+        record = estimate_record(
+            spec,
+            run,
+            projected,
+            startup_s=startup_s,
+            peak_memory_mb=_peak_memory_mb(run.accelerator.device),
+            warmup=WARMUP_UPDATES,
+            timed=TIMED_UPDATES,
+        )
         options = spec.options
         run_dir = new_run_dir(options.output, f"estimate-{run.recipe.name}", spec.dataset, spec.budget, options.seed)
         atomic_write_text(run_dir / "estimate.json", record.to_json())

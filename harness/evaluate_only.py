@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime, timezone
 
 import torch
 from accelerate import Accelerator
@@ -27,7 +26,7 @@ from harness.engine import evaluate
 from harness.plan import RunSpec
 from harness.publish import publish_record
 from harness.report import wide_console
-from harness.results import eval_record
+from harness.results import eval_record, now_iso
 from harness.run_dir import shared_run_dir
 from harness.weights import model_with_weights
 from recipes import Recipe
@@ -62,7 +61,7 @@ def _eval_loader(spec: RunSpec, recipe: Recipe, accelerator: Accelerator, per_de
 def evaluate_weights(spec: RunSpec) -> int:
     """Evaluate the spec's weights on every process and write the record (main process)."""
     wall_start = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = now_iso()
     accelerator, cpu_threads = start_accelerator(spec, trackers=False)
     recipe = dataclasses.replace(spec.recipe, amp=accelerator.mixed_precision != "no")
     world = accelerator.num_processes

@@ -25,20 +25,22 @@ def write_record(
 ) -> None:
     """summary.json, the plots, report.md and the final weights (main process only)."""
     summary = summary_record(run, trainer, final, elapsed_before_s + time.perf_counter() - run.wall_start)
-    summary = summary.with_fields(
+    world_sizes = [a["processes"] for a in attempts]
+    extra = dict(
         skipped_images=unreadable_images(run_dir / UNREADABLE_LOG),
         nodes=attempts[-1]["nodes"],
-        world_sizes=[a["processes"] for a in attempts],
+        world_sizes=world_sizes,
         attempts=attempts,
     )
-    if len(set(summary.world_sizes)) > 1:
-        counts = " then ".join(str(n) for n in summary.world_sizes)
+    if len(set(world_sizes)) > 1:
+        counts = " then ".join(str(n) for n in world_sizes)
         wide_console().print(f"trained over {len(attempts)} attempts on {counts} process(es) (attempts.json)")
     save_weights = run.spec.options.save_weights
     if save_weights is not None:
         weights = bare_model(run.accelerator, run.model).state_dict()
         save_file({k: v.contiguous() for k, v in weights.items()}, str(save_weights))
-        summary = summary.with_fields(saved_weights=str(save_weights))
+        extra["saved_weights"] = str(save_weights)
+    summary = summary.with_fields(**extra)
     publish_record(run_dir, summary, trainer.history, run.class_names)
 
 

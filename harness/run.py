@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         check_dump_options(args)
         seeds = parse_seeds(args.seeds, args.seed, args.resume is not None)
         options = options_from_args(args)
-        specs = [plan(dataclasses.replace(options, seed=seed)) for seed in seeds]
-        budget_limits(specs[0].budget)
+        spec = plan(options)  # nothing planned depends on the seed
+        specs = [dataclasses.replace(spec, options=dataclasses.replace(options, seed=seed)) for seed in seeds]
         if args.dump_recipe is not None:
             return _dump(specs[0], args)
         check_writable(options.output)

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.arguments import parse_options
 from harness.campaign.grid import GridRun
 from harness.campaign.spec import Campaign
-from harness.config import ConfigError, budget_limits
+from harness.config import ConfigError
 from harness.data import DataError
 from harness.plan import RunSpec, plan
 from harness.results import check_writable as writable
@@ -28,7 +28,6 @@ def plan_runs(runs: list[GridRun], root: Path, processes: int, estimate: bool = 
         argv = [*run.argv, "--output", str(run.output(root)), *(["--estimate"] if estimate else [])]
         try:
             spec = plan(parse_options(argv), world=processes)
-            budget_limits(spec.budget)
         except SystemExit as e:  # the harness's one-line usage errors
             reason = str(e.code).removeprefix("error: ").removesuffix("; see --help")
             raise ConfigError(f"run {run.id}: {reason} (see recipe-harness --help)") from None
